@@ -1,0 +1,3 @@
+"""lra: a Long Range Arena harness on current JAX and Flax NNX."""
+
+__version__ = "0.1.0"

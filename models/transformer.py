@@ -1,0 +1,63 @@
+"""The vanilla Transformer: exact softmax attention (Vaswani et al., 2017)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lra.errors import LraError
+from lra.registry import MODELS
+from lra.models.attention import MixerShape, SelfAttention, masked_softmax_attention
+
+IMPLEMENTATIONS = ("auto", "xla", "cudnn", "explicit")
+
+
+@MODELS.register("transformer")
+class SoftmaxAttention(SelfAttention):
+    """Exact attention through `jax.nn.dot_product_attention`.
+
+    implementation: `auto` takes the fused cuDNN flash kernel on a GPU with a
+    16-bit compute dtype and XLA otherwise; `xla`/`cudnn` force one;
+    `explicit` materialises the score matrix (the reference form). Attention
+    dropout needs the weights, so while it is active in training the explicit
+    form is used whatever is asked.
+    """
+
+    def __init__(self, shape: MixerShape, *, implementation: str = "auto", rngs: nnx.Rngs):
+        super().__init__(shape, rngs=rngs)
+        self.implementation = implementation
+
+    @classmethod
+    def check(cls, shape, options):
+        super().check(shape, options)
+        impl = options.get("implementation", "auto")
+        if impl not in IMPLEMENTATIONS:
+            raise LraError(
+                f"model.implementation={impl!r} is not one of {', '.join(IMPLEMENTATIONS)}"
+            )
+
+    def _fused_backend(self) -> str | None:
+        if self.implementation in ("xla", "cudnn"):
+            return self.implementation
+        if self.implementation == "explicit":
+            return None
+        on_gpu = jax.default_backend() == "gpu"
+        half = jnp.dtype(self.shape.dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+        return "cudnn" if on_gpu and half else "xla"
+
+    def attend(self, q, k, v, mask, *, deterministic, rngs):
+        dropout_active = not deterministic and self.shape.attention_dropout > 0
+        backend = None if dropout_active else self._fused_backend()
+        if backend is None:
+            hook = lambda w: self.drop_weights(w, deterministic, rngs)  # noqa: E731
+            return masked_softmax_attention(q, k, v, mask, weights_hook=hook)
+        if backend == "cudnn":
+            # Padding is always on the right, so per-example lengths describe the mask.
+            lengths = mask.sum(axis=-1, dtype=jnp.int32)
+            return jax.nn.dot_product_attention(
+                q, k, v, key_value_seq_lengths=lengths, implementation="cudnn"
+            )
+        return jax.nn.dot_product_attention(
+            q, k, v, mask=mask[:, None, None, :], implementation="xla"
+        )
