@@ -84,3 +84,10 @@ def check_split(task: Task, split: str, arrays: dict[str, np.ndarray], seq_len: 
             f"{task.name}/{split}: a label lies outside [0, {task.num_classes}); "
             "the source data is corrupt"
         )
+
+
+def get_task(name: str) -> Task:
+    """The registered task called `name` (tasks register their class)."""
+    from lra.registry import TASKS
+
+    return TASKS.get(name)()

@@ -1,0 +1,153 @@
+"""`lra train` minus the command line: validate, load data, train, test, record.
+
+Everything that can be wrong with the input is checked before the run directory
+gets any file of ours, so a bad override leaves no partial record behind.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+from omegaconf import DictConfig, OmegaConf
+
+from lra import data as lra_data
+from lra.errors import LraError
+from lra.loader import BatchLoader
+from lra.models import EncoderConfig, build_model, check_model
+from lra.records import git_commit, package_versions, utc_now, write_record
+from lra.registry import load_all
+from lra.tasks.base import TaskSpec, get_task
+from lra.tracking import JsonlTracker, Tracker
+from lra.trainer import PRECISIONS, Trainer, check_trainer, peak_memory_bytes
+
+ENCODER_FIELDS = (
+    "num_layers", "dim", "num_heads", "qkv_dim", "mlp_dim",
+    "dropout", "attention_dropout", "pooling", "learned_pos_emb",
+)
+
+
+def model_options(cfg: DictConfig) -> dict[str, Any]:
+    options = OmegaConf.to_container(cfg.model, resolve=True)
+    options.pop("name")
+    return options
+
+
+def encoder_config(cfg: DictConfig, spec: TaskSpec) -> EncoderConfig:
+    unknown = set(cfg.encoder) - set(ENCODER_FIELDS)
+    if unknown:
+        raise LraError(
+            f"unknown encoder option(s) {', '.join(sorted(unknown))}; "
+            f"valid: {', '.join(ENCODER_FIELDS)}"
+        )
+    return EncoderConfig(
+        vocab_size=spec.vocab_size,
+        max_len=spec.seq_len,
+        dtype=PRECISIONS.get(cfg.trainer.precision),
+        **{field: cfg.encoder[field] for field in ENCODER_FIELDS},
+    )
+
+
+def validate(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig]:
+    """All config-time checks: names, trainer, task and model against the task."""
+    load_all()
+    task = get_task(cfg.task.name)
+    task.check(cfg.task)
+    check_trainer(cfg.trainer)
+    spec = task.spec(cfg.task)
+    enc = encoder_config(cfg, spec)
+    check_model(cfg.model.name, model_options(cfg), enc)
+    return spec, enc
+
+
+def build(cfg: DictConfig, spec: TaskSpec, enc: EncoderConfig) -> nnx.Module:
+    return build_model(
+        cfg.model.name,
+        model_options(cfg),
+        enc,
+        spec.num_classes,
+        pair=spec.pair,
+        interaction=cfg.task.get("interaction", "concat"),
+        rngs=nnx.Rngs(int(cfg.seed)),
+    )
+
+
+def device_info() -> dict[str, Any]:
+    devices = jax.devices()
+    return {
+        "backend": jax.default_backend(),
+        "device_kind": devices[0].device_kind,
+        "device_count": len(devices),
+        "process_count": jax.process_count(),
+    }
+
+
+def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None = None,
+                     progress: bool = True) -> dict[str, Any]:
+    """Run one training job described by a composed config and write its record."""
+    spec, enc = validate(cfg)
+    splits, manifest = lra_data.load(cfg.task, cfg.data_dir)
+    seed = int(cfg.seed)
+    loaders = {
+        name: BatchLoader(
+            splits[name],
+            int(cfg.trainer.batch_size if name == "train" else cfg.trainer.eval_batch_size),
+            train=name == "train",
+            seed=seed,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        for name in ("train", "val", "test")
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started, wall = utc_now(), time.perf_counter()
+    record: dict[str, Any] = {
+        "task": spec.name,
+        "model": cfg.model.name,
+        "seed": seed,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "data": {"key": manifest["key"], "source": manifest.get("source"), "counts": manifest["counts"]},
+        "started": started,
+        "run_dir": str(run_dir),
+        "git_commit": git_commit(),
+        "versions": package_versions(),
+        **device_info(),
+    }
+    tracker = tracker or JsonlTracker(run_dir / "metrics.jsonl")
+    try:
+        trainer = Trainer(build(cfg, spec, enc), cfg.trainer, seed=seed, tracker=tracker)
+        record["param_count"] = trainer.param_count
+        fit = trainer.fit(loaders["train"], loaders["val"], progress=progress)
+        test = trainer.evaluate(fit["best_params"], loaders["test"], keep_predictions=True)
+        tracker.log(fit["steps"], {"test/loss": test["loss"], "test/accuracy": test["accuracy"]})
+    except LraError:
+        raise
+    except Exception as err:  # a crash mid-run is a result too: record it, then re-raise
+        record.update(status="failed", error=f"{type(err).__name__}: {err}",
+                      wall_seconds=time.perf_counter() - wall, date=utc_now())
+        write_record(run_dir, record)
+        raise
+    finally:
+        tracker.close()
+    timed_steps = max(fit["steps"] - 1, 0)
+    seconds = fit["train_seconds"]
+    np.savez(run_dir / "predictions.npz", predictions=test["predictions"], labels=test["labels"])
+    record.update(
+        status=fit["status"],
+        steps=fit["steps"],
+        best_val={k: fit["best_val"][k] for k in ("accuracy", "loss", "step")},
+        test={"accuracy": test["accuracy"], "loss": test["loss"], "examples": test["examples"]},
+        wall_seconds=round(time.perf_counter() - wall, 3),
+        train_seconds=round(seconds, 3),
+        compile_seconds=round(fit["compile_seconds"], 3),
+        steps_per_second=round(timed_steps / seconds, 4) if seconds > 0 else None,
+        examples_per_second=round(fit["examples"] / seconds, 2) if seconds > 0 else None,
+        peak_memory_bytes=peak_memory_bytes(),
+        date=utc_now(),
+    )
+    write_record(run_dir, record)
+    return record

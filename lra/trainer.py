@@ -1,0 +1,260 @@
+"""One trainer for every task and model.
+
+The model is split once into a static graph and array state (nnx.split); the
+train and eval steps are pure functions of that state, compiled with jax.jit.
+Data parallelism is a sharding of the batch axis over a mesh of all devices,
+so the same code runs on one CPU, one GPU or many hosts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
+
+from lra.errors import LraError
+from lra.loader import BatchLoader
+from lra.tracking import NoOpTracker, Tracker
+
+SCHEDULES = ("rsqrt", "cosine", "constant")
+PRECISIONS = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
+
+
+def make_schedule(cfg) -> Callable:
+    """LRA's schedules. rsqrt: base * min(1, step/warmup) / sqrt(max(step, warmup))
+    (the LRA code's 'constant * linear_warmup * rsqrt_decay'); cosine: linear warmup
+    to base, then cosine decay to zero at max_steps; constant: linear warmup only."""
+    base, warmup, total = float(cfg.lr), int(cfg.warmup_steps), int(cfg.max_steps)
+
+    def warm(step):
+        return jnp.minimum(1.0, step / warmup) if warmup > 0 else 1.0
+
+    if cfg.schedule == "rsqrt":
+        return lambda step: base * warm(step) / jnp.sqrt(jnp.maximum(step, max(warmup, 1)))
+    if cfg.schedule == "cosine":
+        def cosine(step):
+            progress = jnp.clip((step - warmup) / max(total - warmup, 1), 0.0, 1.0)
+            return base * warm(step) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+        return cosine
+    return lambda step: base * warm(step)
+
+
+def make_optimizer(cfg) -> optax.GradientTransformation:
+    """AdamW (decoupled weight decay scaled by the learning rate, as LRA's flax Adam)."""
+    parts = []
+    if cfg.grad_clip and cfg.grad_clip > 0:
+        parts.append(optax.clip_by_global_norm(float(cfg.grad_clip)))
+    parts.append(
+        optax.adamw(
+            make_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
+    )
+    return optax.chain(*parts)
+
+
+def check_trainer(cfg) -> None:
+    """Reject trainer settings that cannot work, with the field and the fix."""
+    positive = ("max_steps", "batch_size", "eval_every", "eval_batch_size")
+    for field in positive:
+        if cfg[field] is None or int(cfg[field]) <= 0:
+            raise LraError(f"trainer.{field} must be a positive integer, got {cfg[field]}")
+    if float(cfg.lr) <= 0:
+        raise LraError(f"trainer.lr must be positive, got {cfg.lr}")
+    if int(cfg.warmup_steps) < 0:
+        raise LraError(f"trainer.warmup_steps must be >= 0, got {cfg.warmup_steps}")
+    if cfg.eval_batches is not None and int(cfg.eval_batches) <= 0:
+        raise LraError("trainer.eval_batches must be positive or null (the whole split)")
+    if cfg.schedule not in SCHEDULES:
+        raise LraError(f"trainer.schedule={cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
+    if cfg.precision not in PRECISIONS:
+        raise LraError(f"trainer.precision={cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
+    devices = jax.device_count()
+    for field in ("batch_size", "eval_batch_size"):
+        if int(cfg[field]) % devices:
+            raise LraError(f"trainer.{field}={cfg[field]} is not divisible by the {devices} devices")
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Everything that changes during training (what a checkpoint must hold)."""
+
+    params: Any
+    opt_state: Any
+
+
+jax.tree_util.register_dataclass(TrainState, data_fields=["params", "opt_state"], meta_fields=[])
+
+
+def weighted_metrics(logits, labels, weights):
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    predictions = jnp.argmax(logits, axis=-1)
+    correct = (predictions == labels).astype(jnp.float32)
+    return {
+        "loss_sum": (losses * weights).sum(),
+        "correct_sum": (correct * weights).sum(),
+        "count": weights.sum(),
+    }, predictions
+
+
+class Trainer:
+    """Builds the compiled steps for one model and runs the train/eval loop."""
+
+    def __init__(self, model: nnx.Module, cfg, *, seed: int, tracker: Tracker | None = None):
+        self.cfg = cfg
+        self.tracker = tracker or NoOpTracker()
+        self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
+        self.param_count = int(sum(x.size for x in jax.tree.leaves(params)))
+        self.tx = make_optimizer(cfg)
+        self.schedule = make_schedule(cfg)
+        self.dropout_key = jax.random.key(seed + 1)
+        self.mesh = Mesh(np.array(jax.devices()), ("data",))
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
+        self.batch_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
+        params = jax.device_put(params, self.replicated)
+        self.rest = jax.device_put(self.rest, self.replicated)
+        self.state = TrainState(params, jax.device_put(self.tx.init(params), self.replicated))
+        self.step = 0  # steps taken; with `state` and the loader position, a resumable point
+        self._train_step = jax.jit(self._train_step_fn, donate_argnums=(0,))
+        self._eval_step = jax.jit(self._eval_step_fn)
+
+    # Pure steps -------------------------------------------------------------
+
+    def _train_step_fn(self, state: TrainState, step, batch):
+        def loss_fn(params):
+            model = nnx.merge(self.graphdef, params, self.rest)
+            rngs = nnx.Rngs(jax.random.fold_in(self.dropout_key, step))
+            logits = model(batch["inputs"], deterministic=False, rngs=rngs)
+            sums, _ = weighted_metrics(logits, batch["labels"], batch["weights"])
+            return sums["loss_sum"] / jnp.maximum(sums["count"], 1.0), sums
+
+        (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            "loss": loss,
+            "accuracy": sums["correct_sum"] / jnp.maximum(sums["count"], 1.0),
+            "grad_norm": jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))),
+            "lr": self.schedule(step),
+        }
+        return TrainState(params, opt_state), metrics
+
+    def _eval_step_fn(self, params, batch):
+        model = nnx.merge(self.graphdef, params, self.rest)
+        logits = model(batch["inputs"], deterministic=True)
+        return weighted_metrics(logits, batch["labels"], batch["weights"])
+
+    # Loops -------------------------------------------------------------------
+
+    def shard(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        return {
+            key: jax.make_array_from_process_local_data(self.batch_sharding, value)
+            for key, value in batch.items()
+        }
+
+    def evaluate(self, params, loader: BatchLoader, max_batches: int | None = None,
+                 keep_predictions: bool = False) -> dict[str, Any]:
+        totals = {"loss_sum": 0.0, "correct_sum": 0.0, "count": 0.0}
+        predictions, labels = [], []
+        for index, batch in enumerate(loader):
+            if max_batches is not None and index >= max_batches:
+                break
+            sums, preds = self._eval_step(params, self.shard(batch))
+            for key in totals:
+                totals[key] += float(sums[key])
+            if keep_predictions:
+                real = batch["weights"] > 0
+                predictions.append(np.asarray(preds)[real])
+                labels.append(batch["labels"][real])
+        count = max(totals["count"], 1.0)
+        result = {
+            "loss": totals["loss_sum"] / count,
+            "accuracy": totals["correct_sum"] / count,
+            "examples": int(totals["count"]),
+        }
+        if keep_predictions:
+            result["predictions"] = np.concatenate(predictions) if predictions else np.zeros(0)
+            result["labels"] = np.concatenate(labels) if labels else np.zeros(0)
+        return result
+
+    def fit(self, train: BatchLoader, val: BatchLoader, *, progress: bool = True) -> dict[str, Any]:
+        """Train for max_steps, evaluating on `val` every eval_every steps.
+
+        Returns the best validation result, its parameters, the status and timing.
+        """
+        cfg = self.cfg
+        max_steps = int(cfg.max_steps)
+        best = {"accuracy": -1.0, "loss": math.inf, "step": 0}
+        best_params = None
+        status = "completed"
+        history = []
+        bar = tqdm(total=max_steps, disable=not progress, dynamic_ncols=True, leave=True)
+        train_iter = iter(train)
+        train_seconds, examples, pending = 0.0, 0, []
+        tick = time.perf_counter()
+        compile_seconds = 0.0
+        for step in range(self.step, max_steps):
+            batch = self.shard(next(train_iter))
+            self.state, metrics = self._train_step(self.state, step, batch)
+            self.step = step + 1
+            if step == 0:  # the first call compiles; keep it out of the throughput
+                jax.block_until_ready(metrics)
+                compile_seconds = time.perf_counter() - tick
+                tick = time.perf_counter()
+            pending.append((step + 1, metrics))
+            examples += int(cfg.batch_size) if step > 0 else 0
+            at_eval = (step + 1) % int(cfg.eval_every) == 0 or step + 1 == max_steps
+            if at_eval or len(pending) >= int(cfg.log_every):
+                rows = [(s, {k: float(v) for k, v in m.items()}) for s, m in jax.device_get(pending)]
+                pending = []
+                for s, row in rows:
+                    self.tracker.log(s, {f"train/{k}": v for k, v in row.items()})
+                history.extend(row["loss"] for _, row in rows)
+                recent = rows[-1][1]
+                bar.set_postfix(loss=f"{recent['loss']:.3f}", acc=f"{recent['accuracy']:.3f}")
+                bar.update(len(rows))
+                if not all(math.isfinite(row["loss"]) for _, row in rows):
+                    status = "diverged"
+                    break
+            if at_eval:
+                train_seconds += time.perf_counter() - tick
+                result = self.evaluate(self.state.params, val, cfg.eval_batches)
+                self.tracker.log(step + 1, {"val/loss": result["loss"], "val/accuracy": result["accuracy"]})
+                if result["accuracy"] > best["accuracy"]:
+                    best = {"accuracy": result["accuracy"], "loss": result["loss"], "step": step + 1}
+                    best_params = jax.tree.map(jnp.copy, self.state.params)
+                bar.set_postfix(loss=f"{history[-1]:.3f}", val_acc=f"{result['accuracy']:.3f}")
+                tick = time.perf_counter()
+        bar.close()
+        steps_done = self.step
+        if best_params is None:
+            best_params = self.state.params
+        return {
+            "status": status,
+            "best_val": best,
+            "best_params": best_params,
+            "steps": steps_done,
+            "train_seconds": train_seconds,
+            "compile_seconds": compile_seconds,
+            "examples": examples,
+        }
+
+
+def peak_memory_bytes() -> int | None:
+    """Peak device memory over the run, where the backend reports it (GPU/TPU)."""
+    try:
+        stats = jax.local_devices()[0].memory_stats()
+    except Exception:  # noqa: BLE001 - backends without stats raise various errors
+        return None
+    if not stats:
+        return None
+    return int(stats.get("peak_bytes_in_use", 0)) or None

@@ -1,0 +1,100 @@
+"""The `lra` command: help, one-line errors, no partial records, and a real train run."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
+
+
+def lra(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "lra.cli", *args], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def no_records(root: Path):
+    return not list(root.rglob("record.json"))
+
+
+def test_help_lists_tasks_and_models(tmp_path):
+    top = lra("--help", cwd=tmp_path)
+    assert top.returncode == 0
+    assert "listops" in top.stdout and "transformer" in top.stdout
+    train = lra("train", "--help", cwd=tmp_path)
+    assert train.returncode == 0
+    assert "listops" in train.stdout and "transformer" in train.stdout and "quick" in train.stdout
+
+
+@pytest.mark.parametrize(
+    "override, fragments",
+    [
+        ("model=nope", ["unknown model 'nope'", "transformer"]),
+        ("task=nope", ["unknown task 'nope'", "listops"]),
+        ("experiment=nope", ["unknown experiment 'nope'", "quick"]),
+        ("trainer.max_steps=-1", ["trainer.max_steps must be a positive integer"]),
+        ("trainer.batch_size=0", ["trainer.batch_size must be a positive integer"]),
+        ("trainer.nosuch=1", ["bad configuration"]),
+        ("model.window=3", ["no option 'window'"]),
+        ("encoder.num_heads=3", ["does not divide"]),
+        ("task.seq_len=abc", ["bad configuration"]),
+    ],
+)
+def test_bad_overrides_fail_in_one_line_without_a_run(tmp_path, override, fragments):
+    result = lra("train", "task=listops", override, f"runs_dir={tmp_path / 'runs'}",
+                 f"data_dir={tmp_path / 'data'}", cwd=tmp_path)
+    assert_one_line_error(result, *fragments)
+    assert no_records(tmp_path)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_tsv_folder_is_a_one_line_error(tmp_path):
+    result = lra("train", "task=listops", "task.data.source=tsv", f"task.data.path={tmp_path / 'absent'}",
+                 f"runs_dir={tmp_path / 'runs'}", f"data_dir={tmp_path / 'data'}", cwd=tmp_path)
+    assert_one_line_error(result, "absent")
+    assert no_records(tmp_path)
+    assert not list((tmp_path / "data").rglob("*.npy")) if (tmp_path / "data").exists() else True
+
+
+def test_malformed_tsv_row_is_a_one_line_error_naming_file_and_row(tmp_path):
+    folder = tmp_path / "tsv"
+    folder.mkdir()
+    good = "( ( [MAX 2 ) 9 ] )\t9\n"
+    for split in ("train", "val", "test"):
+        (folder / f"basic_{split}.tsv").write_text("Source\tTarget\n" + good * 3)
+    (folder / "basic_val.tsv").write_text("Source\tTarget\n" + good + "( [MIN 3 ] )\t3\textra\n")
+    result = lra("train", "task=listops", "task.data.source=tsv", f"task.data.path={folder}",
+                 f"runs_dir={tmp_path / 'runs'}", f"data_dir={tmp_path / 'data'}", cwd=tmp_path)
+    assert_one_line_error(result, "basic_val.tsv", "3")
+    assert no_records(tmp_path)
+    assert not (tmp_path / "data").exists() or not list((tmp_path / "data").rglob("*.npy"))
+
+
+def test_train_then_leaderboard_end_to_end(tmp_path):
+    small = ["task.data.train_size=400", "task.data.val_size=64", "task.data.test_size=64",
+             "task.data.min_length=10", "task.data.max_length=60", "task.seq_len=64",
+             "trainer.max_steps=20", "trainer.eval_every=10", "progress=false"]
+    result = lra("train", "task=listops", "model=transformer", "experiment=quick", *small,
+                 f"runs_dir={tmp_path / 'runs'}", f"data_dir={tmp_path / 'data'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    records = list((tmp_path / "runs").rglob("record.json"))
+    assert len(records) == 1
+    record = json.loads(records[0].read_text())
+    assert record["status"] == "completed" and record["task"] == "listops"
+    board = lra("leaderboard", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "results"),
+                cwd=tmp_path)
+    assert board.returncode == 0, board.stderr
+    csv_text = (tmp_path / "results" / "leaderboard.csv").read_text()
+    assert csv_text.splitlines()[1].startswith("transformer,")
+    assert (tmp_path / "results" / "leaderboard.md").exists()
