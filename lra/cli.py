@@ -22,6 +22,8 @@ CONFIG_MODULE = "lra.configs"
 def config_choices(group: str) -> list[str]:
     """The option names of a config group (the .yaml files in configs/<group>/)."""
     folder = resources.files(CONFIG_MODULE) / group
+    if not folder.is_dir():
+        return []
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
@@ -101,7 +103,7 @@ def compose(overrides: list[str]):
             return hydra_compose(config_name="train", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as err:
         first = str(err).strip().splitlines()[0]
-        raise LraError(f"bad configuration: {first}")
+        raise LraError(f"bad configuration: {first} (see the keys with: lra train --cfg job)")
 
 
 _failures: list[str] = []

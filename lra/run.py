@@ -54,6 +54,13 @@ def encoder_config(cfg: DictConfig, spec: TaskSpec) -> EncoderConfig:
 
 def validate(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig]:
     """All config-time checks: names, trainer, task and model against the task."""
+    try:
+        return _validate(cfg)
+    except (ValueError, TypeError) as err:  # e.g. task.seq_len=abc
+        raise LraError(f"a config value has the wrong type ({err}); fix the override")
+
+
+def _validate(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig]:
     load_all()
     task = get_task(cfg.task.name)
     task.check(cfg.task)

@@ -481,7 +481,9 @@ def _chunk(p: PathfinderParams, labels: np.ndarray, seed: int, index: int, meta:
     while got < need:
         b = int(min(max(math.ceil((need - got) / rate * 1.15) + 8, 16), 4 * need + 16))
         g, rows = _grow_batch(plan, b, rng)
-        rate = max(len(rows) / b, 0.02)
+        rate = max(len(rows) / b, 0.005)
+        if len(rows) == 0:
+            continue
         origin = rng.integers(0, 2, len(rows))
         take = rows[: need - got]
         lab = labels[got:got + len(take)]

@@ -55,3 +55,14 @@ def toy_overrides(tmp_path):
         "trainer.warmup_steps=0", "trainer.weight_decay=0.0", "progress=false",
         f"data_dir={tmp_path / 'data'}", f"runs_dir={tmp_path / 'runs'}",
     ]
+
+
+def pytest_collection_modifyitems(config, items):
+    import jax
+
+    if jax.default_backend() == "gpu":
+        return
+    skip = pytest.mark.skip(reason="needs a GPU; JAX sees none")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
