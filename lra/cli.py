@@ -40,6 +40,7 @@ def usage() -> str:
             "  sweep [overrides]     train every model (or model=a,b) on a task, seeds via seed=0,1,2",
             "  leaderboard           build results/leaderboard.csv and .md from run records",
             "  data prepare|info|verify  prepare, list and check data caches",
+            "  bench [key=value]     speed and memory of every model, 1K-16K tokens (LRA Table 2)",
             "",
             f"tasks:       {', '.join(TASKS.names())}",
             f"models:      {', '.join(MODELS.names())}",
@@ -212,7 +213,14 @@ def cmd_data(args: list[str]) -> int:
     return data_main(args)
 
 
-COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "leaderboard": cmd_leaderboard, "data": cmd_data}
+def cmd_bench(args: list[str]) -> int:
+    from lra.bench import main as bench_main
+
+    return bench_main(args)
+
+
+COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "leaderboard": cmd_leaderboard, "data": cmd_data,
+            "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

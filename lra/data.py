@@ -31,12 +31,17 @@ def _plain(cfg) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
+# Data options that change how fast a cache is built, never what it holds.
+NOT_SHAPING = ("workers",)
+
+
 def cache_key(task: Task, task_cfg) -> str:
+    data = {k: v for k, v in (_plain(task_cfg.data) or {}).items() if k not in NOT_SHAPING}
     shaping = {
         "task": task.name,
         "version": task.version,
         "seq_len": int(task_cfg.seq_len),
-        "data": _plain(task_cfg.data),
+        "data": data,
     }
     blob = json.dumps(shaping, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]

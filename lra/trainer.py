@@ -31,10 +31,15 @@ PRECISIONS = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
 
 
 def make_schedule(cfg) -> Callable:
-    """LRA's schedules. rsqrt: base * min(1, step/warmup) / sqrt(max(step, warmup))
-    (the LRA code's 'constant * linear_warmup * rsqrt_decay'); cosine: linear warmup
-    to base, then cosine decay to zero at max_steps; constant: linear warmup only."""
-    base, warmup, total = float(cfg.lr), int(cfg.warmup_steps), int(cfg.max_steps)
+    """LRA's schedules (lra_benchmarks/utils/train_utils.py), all with linear warmup.
+
+    rsqrt: base * min(1, step/warmup) / sqrt(max(step, warmup)), the LRA code's
+    'constant * linear_warmup * rsqrt_decay'; cosine: 'constant * linear_warmup *
+    cosine_decay', a half cosine over `cycle_steps` counted from the end of warmup
+    (LRA's steps_per_cycle; null = max_steps), then zero; constant: warmup only.
+    """
+    base, warmup = float(cfg.lr), int(cfg.warmup_steps)
+    cycle = int(cfg.get("cycle_steps") or cfg.max_steps)
 
     def warm(step):
         return jnp.minimum(1.0, step / warmup) if warmup > 0 else 1.0
@@ -43,7 +48,7 @@ def make_schedule(cfg) -> Callable:
         return lambda step: base * warm(step) / jnp.sqrt(jnp.maximum(step, max(warmup, 1)))
     if cfg.schedule == "cosine":
         def cosine(step):
-            progress = jnp.clip((step - warmup) / max(total - warmup, 1), 0.0, 1.0)
+            progress = jnp.clip((step - warmup) / cycle, 0.0, 1.0)
             return base * warm(step) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
         return cosine
     return lambda step: base * warm(step)

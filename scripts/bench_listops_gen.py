@@ -11,11 +11,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import time
 
 import numpy as np
 
 from lra.tasks import listops
+
+
+def _cpu_seconds() -> float:
+    """User + system time of this process and of its finished children (the workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main() -> None:
@@ -32,16 +40,19 @@ def main() -> None:
     total = args.train + args.val + args.test
     workers = listops._resolve_workers(args.workers)
     print(f"cores visible: {os.cpu_count()}, workers: {workers}, examples: {total}")
-    start = time.perf_counter()
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    start, cpu = time.perf_counter(), _cpu_seconds()
     splits = listops.generate_splits(
         seed=args.seed, train_size=args.train, val_size=args.val, test_size=args.test, workers=workers
     )
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
     lengths = np.concatenate([d.lengths() for d in splits.values()])
     print(
         f"generated {total} examples in {seconds:.2f} s = {total / seconds:,.0f} examples/s "
-        f"(length mean {lengths.mean():.1f}, min {lengths.min()}, max {lengths.max()})"
+        f"(CPU {cpu:.1f} s over all processes; length mean {lengths.mean():.1f}, "
+        f"min {lengths.min()}, max {lengths.max()})"
     )
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     arrays = {}
     for tokenizer in listops.TOKENIZERS:
         start = time.perf_counter()

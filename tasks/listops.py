@@ -21,7 +21,8 @@ rejects exactly the trees LRA would reject), and token ids are written
 directly. Work is cut into chunks whose random streams derive from
 `(seed, chunk index)`; chunks run in worker processes and are merged in chunk
 order, then duplicates are dropped keeping the first, so the data depends on
-the seed and sizes only, never on the number of workers or on timing.
+the seed, sizes and tree settings only, never on the number of workers or on
+timing.
 
 String form (LRA's TSV `Source`): the tree as nested pairs
 `((((op, a1), a2), ...), ])`, each pair written `( left right )`, e.g.
@@ -182,27 +183,34 @@ def _assemble(levels, chosen: np.ndarray, count: int) -> ListOpsData:
     values: list[np.ndarray] = [None] * len(lv)  # type: ignore[list-item]
     for d in range(len(lv) - 1, -1, -1):
         sym, nargs = lv[d]
-        size = np.ones(len(sym), np.int64)
-        value = sym.astype(np.int64) - DIGIT0
+        size = np.ones(len(sym), np.int32)
+        value = sym.astype(np.int32) - DIGIT0
         is_op = nargs > 0
         if is_op.any():
-            na = nargs[is_op].astype(np.int64)
+            na = nargs[is_op]
             starts = np.cumsum(na) - na
             child_size, child_value = sizes[d + 1], values[d + 1]
             size[is_op] = 2 + np.add.reduceat(child_size, starts)
-            seg = np.repeat(np.arange(len(na), dtype=np.int64), na)
-            ordered = np.sort(seg * 16 + child_value) & 15  # children sorted within each operator
-            lo, hi = ordered[starts + (na - 1) // 2], ordered[starts + na // 2]
-            results = np.stack(
-                [
-                    ordered[starts],  # MIN
-                    ordered[starts + na - 1],  # MAX
-                    (lo + hi) // 2,  # MED: int(np.median(...)) of non-negative ints
-                    np.add.reduceat(child_value, starts) % 10,  # SM
-                ]
+            op = sym[is_op] - OP0
+            result = np.where(
+                op == 0,
+                np.minimum.reduceat(child_value, starts),
+                np.where(
+                    op == 1,
+                    np.maximum.reduceat(child_value, starts),
+                    np.add.reduceat(child_value, starts) % 10,
+                ),
             )
-            op = sym[is_op].astype(np.int64) - OP0
-            value[is_op] = results[op, np.arange(len(op))]
+            med = np.flatnonzero(op == 2)
+            if len(med):  # int(np.median(args)): mean of the middle pair, truncated
+                seg = np.repeat(np.arange(len(na), dtype=np.int32), na)
+                pick = np.repeat(op == 2, na)
+                ordered = np.sort(seg[pick] * 16 + child_value[pick]) & 15
+                m_na = na[med]
+                m_start = np.cumsum(m_na) - m_na
+                lo, hi = ordered[m_start + (m_na - 1) // 2], ordered[m_start + m_na // 2]
+                result[med] = (lo + hi) // 2
+            value[is_op] = result
         sizes[d], values[d] = size, value
     # top-down: positions of every token
     offsets = np.zeros(len(chosen) + 1, np.int64)
@@ -215,10 +223,10 @@ def _assemble(levels, chosen: np.ndarray, count: int) -> ListOpsData:
         is_op = nargs > 0
         if not is_op.any():
             break
-        op_pos, na = pos[is_op], nargs[is_op].astype(np.int64)
+        op_pos, na = pos[is_op], nargs[is_op]
         tokens[op_pos + sizes[d][is_op] - 1] = END_ID
         child_size = sizes[d + 1]
-        before = np.cumsum(child_size) - child_size
+        before = np.cumsum(child_size, dtype=np.int64) - child_size
         starts = np.cumsum(na) - na
         pos = np.repeat(op_pos + 1 - before[starts], na) + before
     return ListOpsData(tokens, offsets, values[0].astype(np.int32))
@@ -310,6 +318,8 @@ def generate(
             f"than min_length={min_length}; lower min_length or raise max_depth/max_args"
         )
     workers = _resolve_workers(workers)
+    if multiprocessing.current_process().daemon:  # a pool worker may not start processes
+        workers = 1
     settings = (min_length, max_length, max_depth, max_args)
     seen: set[bytes] = set()
     kept: list[ListOpsData] = []
@@ -341,6 +351,8 @@ def generate(
                 elif chosen:
                     kept.append(_select(part, np.asarray(chosen)))
                 have += len(chosen)
+                if have >= n:
+                    break
             if have < n and drawn > 10 * n + 10 * chunk_size:
                 raise LraError(
                     f"listops: only {have} distinct trees with {min_length} < length < "
@@ -401,22 +413,25 @@ def _row_blocks(offsets: np.ndarray, max_tokens: int = _ROW_BLOCK_TOKENS) -> Ite
         start = stop
 
 
-def _pad_rows(ids: np.ndarray, counts: np.ndarray, out: np.ndarray, row0: int = 0) -> None:
-    """Write row-concatenated `ids` (row i has counts[i]) into rows row0... of `out`,
-    cut at out.shape[1]; the rest of each row keeps its padding."""
-    assert out.flags.c_contiguous
+def _pad_rows(ids: np.ndarray, counts: np.ndarray, out: np.ndarray, row0: int = 0, starts=None) -> None:
+    """Write row i's ids (ids[starts[i]:][:counts[i]], by default rows back to back)
+    into out[row0 + i], cut at out.shape[1]; the rest of each row keeps its padding."""
     seq_len = out.shape[1]
-    starts = np.cumsum(counts) - counts
-    pos = np.arange(len(ids), dtype=np.int64) - np.repeat(starts, counts)
-    row = np.repeat(np.arange(row0, row0 + len(counts), dtype=np.int64), counts)
-    keep = pos < seq_len
-    out.reshape(-1)[row[keep] * seq_len + pos[keep]] = ids[keep]
+    if starts is None:
+        starts = np.cumsum(counts) - counts
+    for row, (start, count) in enumerate(zip(starts.tolist(), counts.tolist()), row0):
+        take = min(count, seq_len)
+        out[row, :take] = ids[start : start + take]
+
+
+def _check_tokenizer(tokenizer: str) -> None:
+    if tokenizer not in TOKENIZERS:
+        raise LraError(f"listops: unknown tokenizer '{tokenizer}'; choose one of: {', '.join(TOKENIZERS)}")
 
 
 def encode(data: ListOpsData, tokenizer: str, seq_len: int) -> tuple[np.ndarray, dict]:
     """Inputs [N, seq_len] int8 of generated trees, as `tokenizer` would see their strings."""
-    if tokenizer not in TOKENIZERS:
-        raise LraError(f"listops: unknown tokenizer '{tokenizer}'; choose one of: {', '.join(TOKENIZERS)}")
+    _check_tokenizer(tokenizer)
     out = np.zeros((len(data), seq_len), np.int8)
     lengths = np.zeros(len(data), np.int64)
     for a, b in _row_blocks(data.offsets):
@@ -424,9 +439,8 @@ def encode(data: ListOpsData, tokenizer: str, seq_len: int) -> tuple[np.ndarray,
         counts = np.diff(data.offsets[a : b + 1])
         if tokenizer == "lra":  # tfds' alphanumeric tokenizer loses every "]"
             keep = seg != END_ID
-            csum = np.concatenate([[0], np.cumsum(keep)])
-            rel = data.offsets[a : b + 1] - data.offsets[a]
-            counts = csum[rel[1:]] - csum[rel[:-1]]
+            row_starts = data.offsets[a:b] - data.offsets[a]  # trees are never empty
+            counts = np.add.reduceat(keep.view(np.uint8), row_starts, dtype=np.int64)
             seg = seg[keep]
         _pad_rows(seg, counts, out, a)
         lengths[a:b] = counts
@@ -444,71 +458,70 @@ def _length_stats(lengths: np.ndarray, seq_len: int) -> dict:
 # ----------------------------------------------------------------------------
 # Writing LRA's TSV format
 
-# written symbols: 0-9 digits, 10-13 operators, 14 "]", 15 "(", 16 ")"
-_W_OPEN, _W_CLOSE = 15, 16
-_W_TEXT = [str(d) for d in range(10)] + ["[" + op for op in OPERATORS] + ["]", "(", ")"]
-_W_LEN = np.array([len(s) for s in _W_TEXT], np.int64)
-_W_CHARS = np.zeros((len(_W_TEXT), 4), np.uint8)
-for _i, _s in enumerate(_W_TEXT):
-    _W_CHARS[_i, : len(_s)] = np.frombuffer(_s.encode(), np.uint8)
+
+def _variants(max_children: int, newline: bytes) -> np.ndarray:
+    """What each canonical token is written as, by code (see `_source_block`).
+
+    Codes: 0-19 digit d as root (2d) or as an argument (2d+1, closing its pair
+    with ")"); 20-21 "]" of the root or of an inner operator (which closes
+    one more pair); 22+ an operator with k arguments, preceded by k+1 "(".
+    Every text starts with its separating space; code + n_codes is the same
+    text without it (first token of a row); 2 * n_codes + label ends a row.
+    """
+    texts = []
+    for d in range(10):
+        texts += [f" {d}", f" {d} )"]
+    texts += [" ] )", " ] ) )"]
+    for op in OPERATORS:
+        texts += [" " + "( " * (k + 1) + "[" + op for k in range(max_children + 1)]
+    encoded = [t.encode() for t in texts]
+    table = encoded + [t[1:] for t in encoded] + [f"\t{y}".encode() + newline for y in range(10)]
+    return np.array(table, dtype=object)
 
 
 def _source_block(tokens: np.ndarray, counts: np.ndarray, labels: np.ndarray, newline: bytes) -> bytes:
-    """Rows `Source<TAB>Target<newline>` for trees in canonical ids, LRA's to_string layout."""
-    t = tokens.astype(np.int64)
+    """Rows `Source<TAB>Target<newline>` for trees in canonical ids, in LRA's to_string layout."""
+    t = tokens.astype(np.int32)
     n = len(t)
     is_op = (t >= OP0) & (t < OP0 + len(OPERATORS))
     is_end = t == END_ID
     is_val = (t >= DIGIT0) & (t < DIGIT0 + 10)
     if not (is_op | is_end | is_val).all():
         raise ValueError("listops: cannot write a token outside operators, digits and ']'")
-    step = is_op.astype(np.int64) - is_end
-    after = np.cumsum(step)
-    before = after - step  # open operators before each token (0 = root level)
-    span = n + 1
-    op_idx = np.flatnonzero(is_op)
-    level = before[op_idx]
-    end_idx = np.flatnonzero(is_end)
-    end_keys = np.sort(after[end_idx] * span + end_idx)
-    op_end = end_keys[np.searchsorted(end_keys, level * span + op_idx)] % span
-    node_idx = np.flatnonzero(is_op | is_val)
-    node_keys = np.sort(before[node_idx] * span + node_idx)
-    child_level = (level + 1) * span
-    n_children = np.searchsorted(node_keys, child_level + op_end) - np.searchsorted(
-        node_keys, child_level + op_idx
-    )
-    # how many written symbols each token becomes
-    width = np.ones(n, np.int64)
-    width[is_val] += before[is_val] > 0  # ")" closing the pair it is the right half of
-    width[is_end] += 1 + (after[is_end] > 0)  # ") " of (..., ]) and of its parent's pair
-    width[op_idx] = n_children + 2  # "(" per pair, then the operator
-    start = np.cumsum(width) - width
-    sym = np.full(int(width.sum()), _W_OPEN, np.int64)
-    sym[start[is_val]] = t[is_val] - DIGIT0
-    sym[start[op_idx] + width[op_idx] - 1] = t[op_idx] - OP0 + 10
-    sym[start[is_end]] = 14
-    closes = np.flatnonzero(width > 1)
-    closes = closes[~is_op[closes]]
-    sym[start[closes] + 1] = _W_CLOSE
-    sym[start[is_end & (after > 0)] + 2] = _W_CLOSE
-    # rows in written symbols
-    row_width = np.add.reduceat(width, np.cumsum(counts) - counts) if len(counts) else width[:0]
-    last = np.cumsum(row_width) - 1
-    # bytes: every symbol then one separator, then label and newline at each row end
-    nbytes = _W_LEN[sym] + 1
-    nbytes[last] += 1 + len(newline)
-    off = np.cumsum(nbytes) - nbytes
-    buf = np.full(int(nbytes.sum()), ord(" "), np.uint8)
-    sym_len = _W_LEN[sym]
-    for j in range(4):
-        m = sym_len > j
-        buf[off[m] + j] = _W_CHARS[sym[m], j]
-    tail = off[last] + sym_len[last]
-    buf[tail] = ord("\t")
-    buf[tail + 1] = ord("0") + labels.astype(np.int64)
-    for j, byte in enumerate(newline):
-        buf[tail + 2 + j] = byte
-    return buf.tobytes()
+    step = is_op.astype(np.int32) - is_end
+    after = np.cumsum(step, dtype=np.int32)
+    before = after - step  # operators open before each token (0: the token is at the root)
+    # Argument counts without a stack: give every token up to two events, "is an
+    # argument of the operator at level before-1" and, for an operator or "]",
+    # "opens/closes level before/after". Stably sorted by level, each level reads
+    # op, its arguments, "]", op, ...; so an operator's count is the gap to its "]".
+    as_arg = np.where((is_op | is_val) & (before > 0), before - 1, -1)
+    as_bracket = np.where(is_op, before, np.where(is_end, after, -1))
+    level = np.stack([as_arg, as_bracket], axis=1).reshape(-1)
+    events = np.flatnonzero(level >= 0)
+    level = level[events]
+    small = np.int16 if level.size and level.max() < 2**15 else np.int32
+    events = events[np.argsort(level.astype(small), kind="stable")]
+    brackets = np.flatnonzero(events & 1)
+    op_at, end_at = brackets[0::2], brackets[1::2]
+    n_args = np.zeros(n, np.int32)
+    n_args[events[op_at] >> 1] = end_at - op_at - 1
+    max_children = int(n_args.max()) if n else 0
+    variants = _variants(max_children, newline)
+    n_codes = 22 + len(OPERATORS) * (max_children + 1)
+    code = np.empty(n, np.int32)
+    code[is_val] = (t[is_val] - DIGIT0) * 2 + (before[is_val] > 0)
+    code[is_end] = 20 + (after[is_end] > 0)
+    code[is_op] = 22 + (t[is_op] - OP0) * (max_children + 1) + n_args[is_op]
+    row_end = np.cumsum(counts)
+    code[row_end - counts] += n_codes
+    items = np.empty(n + len(counts), np.int32)
+    ends_at = row_end + np.arange(len(counts))
+    body = np.ones(len(items), bool)
+    body[ends_at] = False
+    items[body] = code
+    items[ends_at] = 2 * n_codes + labels
+    return b"".join(variants[items].tolist())
 
 
 def to_strings(data: ListOpsData) -> list[str]:
@@ -547,19 +560,27 @@ def write_tsv(
 # Reading LRA's TSV files
 
 
-def _byte_table(chars: bytes | Iterable[int]) -> np.ndarray:
-    table = np.zeros(256, bool)
-    table[list(chars)] = True
-    return table
+def _translation(tokenizer: str) -> tuple[bytes, bytes]:
+    """A bytes.translate table and deletions that leave token bytes (all > 32),
+    spaces between tokens and the newlines."""
+    table = bytearray(range(256))
+    if tokenizer == "lra":
+        # tfds Tokenizer(alphanum_only=True) splits on the regex \W+: word characters
+        # are letters, digits and "_" (bytes >= 128 count as letters, as in UTF-8 text)
+        word = set(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_") | set(range(128, 256))
+        for byte in range(256):
+            if byte not in word:
+                table[byte] = 32
+        delete = b""
+    else:  # s4: s.translate(delete "(" and ")").split(); str.split separators in ASCII
+        for byte in range(33):
+            table[byte] = 32 if byte in b" \t\r\x0b\x0c\x1c\x1d\x1e\x1f" else 0x7F
+        delete = b"()"
+    table[10] = 10
+    return bytes(table), delete
 
 
-# tfds Tokenizer(alphanum_only=True) splits on the regex \W+: word characters are
-# letters, digits and "_" (non-ASCII bytes are taken as letters, as in UTF-8 text).
-_WORD = _byte_table(
-    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_" + bytes(range(128, 256))
-)
-_SPACE = _byte_table(b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f")  # str.split() separators (ASCII)
-_PARENS = _byte_table(b"()")
+_TRANSLATE = {name: _translation(name) for name in TOKENIZERS}
 _TOKEN_IDS = {
     "lra": {**{str(d): DIGIT0 + d for d in range(10)}, **{op: OP0 + k for k, op in enumerate(OPERATORS)}},
     "s4": {
@@ -568,7 +589,7 @@ _TOKEN_IDS = {
         "]": END_ID,
     },
 }
-_KEY_BYTES = 4  # every known token is at most 4 bytes long
+_KEY_BYTES = 4  # every known token of two or more bytes is at most 4 bytes long
 
 
 def _token_key(text: bytes) -> int:
@@ -578,112 +599,127 @@ def _token_key(text: bytes) -> int:
     return key
 
 
-_KEY_IDS = {name: {_token_key(k.encode()): v for k, v in ids.items()} for name, ids in _TOKEN_IDS.items()}
+def _lookup_tables(tokenizer: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    one = np.full(256, UNK_ID, np.int8)
+    keys = {}
+    for text, token_id in _TOKEN_IDS[tokenizer].items():
+        if len(text) == 1:
+            one[ord(text)] = token_id
+        else:
+            keys[_token_key(text.encode())] = token_id
+    order = sorted(keys)
+    return one, np.array(order, np.int64), np.array([keys[k] for k in order], np.int8)
 
 
-def tokenize_text(text: bytes, tokenizer: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Token ids of a byte string; returns (ids, start offsets, end offsets) in the
-    coordinates of the string after the tokenizer's deletions (parentheses for s4).
-    """
-    a = np.frombuffer(text, np.uint8)
-    if tokenizer not in TOKENIZERS:
-        raise LraError(f"listops: unknown tokenizer '{tokenizer}'; choose one of: {', '.join(TOKENIZERS)}")
-    if tokenizer == "s4":
-        a = a[~_PARENS[a]]
-        word = ~_SPACE[a]
-    else:
-        word = _WORD[a]
-    edges = np.diff(word.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
-    starts = np.flatnonzero(edges == 1)
-    ends = np.flatnonzero(edges == -1)
-    if not len(starts):
-        return np.zeros(0, np.int8), starts, ends
-    length = ends - starts
-    key = length.astype(np.int64) << 32
-    for j in range(_KEY_BYTES):
-        byte = a[np.minimum(starts + j, len(a) - 1)].astype(np.int64)
-        key |= np.where(length > j, byte, 0) << (8 * j)
-    key[length > _KEY_BYTES] = -1
-    uniq, inverse = np.unique(key, return_inverse=True)
-    table = _KEY_IDS[tokenizer]
-    ids = np.array([table.get(int(k), UNK_ID) for k in uniq], np.int8)[inverse.reshape(-1)]
-    return ids, starts, ends
+_LOOKUP = {name: _lookup_tables(name) for name in TOKENIZERS}
+
+
+def _tokens_of(t: np.ndarray, tokenizer: str) -> tuple[np.ndarray, np.ndarray]:
+    """Ids and start offsets of the tokens of translated text (tokens = runs of bytes > 32)."""
+    if not len(t):
+        return np.zeros(0, np.int8), np.zeros(0, np.int64)
+    word = np.zeros(len(t) + _KEY_BYTES + 2, bool)  # padded: reading past the end is safe
+    np.greater(t, 32, out=word[1 : len(t) + 1])
+    starts = np.flatnonzero(word[1:] > word[:-1])  # offsets in t
+    one, keys, key_ids = _LOOKUP[tokenizer]
+    ids = one[t[starts]]
+    multi = np.flatnonzero(word[starts + 2])  # tokens longer than one byte
+    if len(multi):  # identified by their first four bytes and their length
+        at = starts[multi]
+        padded = np.full(len(t) + _KEY_BYTES + 1, 32, np.uint8)
+        padded[: len(t)] = t
+        key = t[at].astype(np.int64) | (t[at + 1].astype(np.int64) << 8)
+        size = np.full(len(at), 2, np.int64)
+        going = np.ones(len(at), bool)
+        for j in range(2, _KEY_BYTES + 1):
+            byte = padded[at + j]
+            going &= byte > 32
+            size += going
+            if j < _KEY_BYTES:
+                key |= (byte * going).astype(np.int64) << (8 * j)
+        key |= size << 32
+        key[size > _KEY_BYTES] = -1
+        slot = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
+        ids[multi] = np.where(keys[slot] == key, key_ids[slot], UNK_ID)
+    return ids, starts
 
 
 def tokenize(source: str, tokenizer: str = "lra") -> list[int]:
     """Token ids of one Source string (unpadded, untruncated)."""
-    return tokenize_text(source.encode(), tokenizer)[0].tolist()
+    _check_tokenizer(tokenizer)
+    table, delete = _TRANSLATE[tokenizer]
+    text = source.encode().translate(table, delete)
+    return _tokens_of(np.frombuffer(text, np.uint8), tokenizer)[0].tolist()
 
 
 _INT = re.compile(r"[+-]?[0-9]+")
 
 
 def _where(file: Path, line: int) -> str:
-    return f"{file}, line {line} (data row {line - 1})"
+    return f"{file}, line {line}"
+
+
+def _lines(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Start, end (newline excluded) and newline position of every line of a block."""
+    nl = np.flatnonzero(a == 10)
+    starts = np.concatenate([[0], nl + 1])
+    ends = np.concatenate([nl, [len(a)]])
+    if starts[-1] == len(a):  # the block ends with a newline
+        starts, ends = starts[:-1], ends[:-1]
+    return starts, ends, nl
 
 
 def _parse_block(block: bytes, first_line: int, file: Path, tokenizer: str, seq_len: int):
     """Rows of complete lines -> (inputs [rows, seq_len], labels, token counts)."""
     a = np.frombuffer(block, np.uint8)
-    nl = np.flatnonzero(a == 10)
-    starts = np.concatenate([[0], nl + 1])
-    ends = np.concatenate([nl, [len(a)]])
-    if starts[-1] == len(a):  # block ends with a newline
-        starts, ends = starts[:-1], ends[:-1]
+    starts, raw_ends, _ = _lines(a)
     line_no = first_line + np.arange(len(starts))
-    has_cr = (ends > starts) & (a[np.maximum(ends - 1, 0)] == 13)
-    ends = ends - has_cr
-    nonempty = ends > starts  # blank lines are skipped, as csv readers do
-    starts, ends, line_no = starts[nonempty], ends[nonempty], line_no[nonempty]
+    ends = raw_ends - ((raw_ends > starts) & (a[np.maximum(raw_ends - 1, 0)] == 13))  # "\r\n"
+    rows = np.flatnonzero(ends > starts)  # blank lines are skipped, as csv readers do
     tabs = np.flatnonzero(a == 9)
-    first_tab = np.searchsorted(tabs, starts)
-    n_tabs = np.searchsorted(tabs, ends) - first_tab
+    first_tab = np.searchsorted(tabs, starts[rows])
+    n_tabs = np.searchsorted(tabs, ends[rows]) - first_tab
     bad = np.flatnonzero(n_tabs != 1)
     if len(bad):
-        i = bad[0]
+        i = rows[bad[0]]
         raise LraError(
             f"{_where(file, int(line_no[i]))}: expected 2 tab-separated fields (Source, Target), "
-            f"found {int(n_tabs[i]) + 1}; fix or remove that row, or re-export the file"
+            f"found {int(n_tabs[bad[0]]) + 1}; fix or remove that row, or re-export the file"
         )
-    tab = tabs[first_tab] if len(starts) else first_tab
+    tab = tabs[first_tab]
     # labels: a single digit is the fast path, anything else is checked one by one
-    field_len = ends - tab - 1
-    digit = a[np.minimum(tab + 1, len(a) - 1)] if len(a) else tab
-    fast = (field_len == 1) & (digit >= ord("0")) & (digit <= ord("9"))
+    digit = a[np.minimum(tab + 1, len(a) - 1)]
+    fast = (ends[rows] - tab == 2) & (digit >= ord("0")) & (digit <= ord("9"))
     labels = (digit.astype(np.int32) - ord("0")) * fast
-    for i in np.flatnonzero(~fast):
-        text = block[tab[i] + 1 : ends[i]].decode("utf-8", "replace").strip()
+    text = bytearray(block)
+    blank = np.frombuffer(text, np.uint8)  # writable view: blank every Target field
+    blank[tab[fast] + 1] = 32
+    for j in np.flatnonzero(~fast):
+        i = rows[j]
+        field = block[tab[j] + 1 : ends[i]].decode("utf-8", "replace").strip()
         where = _where(file, int(line_no[i]))
-        if not _INT.fullmatch(text):
-            raise LraError(
-                f"{where}: label {text[:40]!r} is not an integer; Target must be the answer 0-9"
-            )
-        value = int(text)
+        if not _INT.fullmatch(field):
+            raise LraError(f"{where}: label {field[:40]!r} is not an integer; Target must be the answer 0-9")
+        value = int(field)
         if not 0 <= value <= 9:
             raise LraError(f"{where}: label {value} is outside 0-9; Target must be the answer 0-9")
-        labels[i] = value
-    # tokens: only Source fields count, so blank out every Target (tab to line end)
-    raw_end = np.concatenate([nl, [len(a)]])[np.searchsorted(nl, tab)] if len(tab) else tab
-    span = np.zeros(len(a) + 1, np.int8)
-    span[tab] = 1
-    span[raw_end] = -1
-    w = a.copy()
-    w[np.cumsum(span[:-1], dtype=np.int8) > 0] = ord(" ")
-    if tokenizer == "s4":  # positions move when parentheses are deleted
-        kept_before = np.concatenate([[0], np.cumsum(~_PARENS[w], dtype=np.int64)])
-        row_start = kept_before[starts]
-    else:
-        row_start = starts
-    ids, tok_start, _ = tokenize_text(w.tobytes(), tokenizer)
-    row = np.searchsorted(row_start, tok_start, side="right") - 1
-    counts = np.bincount(row, minlength=len(starts)).astype(np.int64)
+        labels[j] = value
+        blank[tab[j] + 1 : ends[i]] = 32
+    del blank
+    table, delete = _TRANSLATE[tokenizer]
+    t = np.frombuffer(text.translate(table, delete), np.uint8)
+    if delete:  # positions moved; the lines are still the same lines
+        starts, ends, _ = _lines(t)
+    ids, tok_start = _tokens_of(t, tokenizer)
+    first = np.searchsorted(tok_start, starts[rows])
+    counts = np.searchsorted(tok_start, ends[rows]) - first
     empty = np.flatnonzero(counts == 0)
     if len(empty):
         raise LraError(
-            f"{_where(file, int(line_no[empty[0]]))}: Source has no tokens; fix or remove that row"
+            f"{_where(file, int(line_no[rows[empty[0]]]))}: Source has no tokens; fix or remove that row"
         )
-    out = np.zeros((len(starts), seq_len), np.int8)
-    _pad_rows(ids, counts, out)
+    out = np.zeros((len(rows), seq_len), np.int8)
+    _pad_rows(ids, counts, out, starts=first)
     return out, labels.astype(np.int32), counts
 
 
@@ -709,6 +745,7 @@ def read_tsv_file(
     file: str | os.PathLike, tokenizer: str = "lra", seq_len: int = 2000
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """One LRA ListOps TSV file -> (inputs [N, seq_len] int8, labels int32 [N], stats)."""
+    _check_tokenizer(tokenizer)
     file = Path(file)
     if not file.is_file():
         raise LraError(
@@ -887,65 +924,46 @@ class ListOps(Task):
 
     def build(self, cfg) -> Built:
         self.check(cfg)
-        s = _settings(cfg)
+        settings = _settings(cfg)
         seq_len = int(cfg.seq_len)
         meta: dict[str, Any] = {
-            "source": s["source"],
-            "tokenizer": s["tokenizer"],
+            "source": settings["source"],
+            "tokenizer": settings["tokenizer"],
             "vocab": list(VOCAB),
         }
         start = time.perf_counter()
-        if s["source"] == "tsv":
-            splits, stats = read_tsv(s["path"], s["tokenizer"], seq_len)
-            meta["path"] = str(Path(s["path"]).resolve())
+        if settings["source"] == "tsv":
+            splits, stats = read_tsv(settings["path"], settings["tokenizer"], seq_len)
+            meta["path"] = str(Path(settings["path"]).resolve())
             meta["read_seconds"] = round(time.perf_counter() - start, 2)
+            meta.update(seed=None, generation_seconds=None)
         else:
-            sizes = {split: int(s[f"{split}_size"]) for split in SPLITS}
-            generated = generate_splits(
-                seed=int(s["seed"]),
-                train_size=sizes["train"],
-                val_size=sizes["val"],
-                test_size=sizes["test"],
-                min_length=int(s["min_length"]),
-                max_length=int(s["max_length"]),
-                max_depth=int(s["max_depth"]),
-                max_args=int(s["max_args"]),
-                workers=s["workers"],
-            )
+            generated = _generate_configured(settings)
             meta["generation_seconds"] = round(time.perf_counter() - start, 2)
             splits, stats = {}, {}
             for split, data in generated.items():
-                inputs, stats[split] = encode(data, s["tokenizer"], seq_len)
-                stats[split]["mean_length"] = round(float(data.lengths().mean()), 1)
+                inputs, stats[split] = encode(data, settings["tokenizer"], seq_len)
+                stats[split]["mean_tree_length"] = round(float(data.lengths().mean()), 1)
                 splits[split] = {"inputs": inputs, "labels": data.labels}
-            meta.update(
-                seed=int(s["seed"]),
-                min_length=int(s["min_length"]),
-                max_length=int(s["max_length"]),
-                max_depth=int(s["max_depth"]),
-                max_args=int(s["max_args"]),
-                chunk_size=CHUNK_SIZE,
-                numpy=np.__version__,
-            )
+            meta.update({name: int(settings[name]) for name in _TREE_SETTINGS})
+            meta.update(chunk_size=CHUNK_SIZE, numpy=np.__version__)
         meta["sizes"] = {split: int(len(splits[split]["labels"])) for split in SPLITS}
         meta["stats"] = stats
         meta["build_seconds"] = round(time.perf_counter() - start, 2)
         return Built(splits=splits, meta=meta)
 
 
+_TREE_SETTINGS = (
+    "seed", "train_size", "val_size", "test_size", "min_length", "max_length", "max_depth", "max_args"
+)
+
+
+def _generate_configured(settings: dict[str, Any]) -> dict[str, ListOpsData]:
+    kwargs = {name: int(settings[name]) for name in _TREE_SETTINGS}
+    return generate_splits(workers=settings["workers"], **kwargs)
+
+
 def export_tsv(cfg, folder: str | os.PathLike) -> list[Path]:
     """Generate the splits that `cfg` (a task config) describes and write them as LRA TSV."""
     ListOps().check(cfg)
-    s = _settings(cfg)
-    splits = generate_splits(
-        seed=int(s["seed"]),
-        train_size=int(s["train_size"]),
-        val_size=int(s["val_size"]),
-        test_size=int(s["test_size"]),
-        min_length=int(s["min_length"]),
-        max_length=int(s["max_length"]),
-        max_depth=int(s["max_depth"]),
-        max_args=int(s["max_args"]),
-        workers=s["workers"],
-    )
-    return write_tsv(folder, splits)
+    return write_tsv(folder, _generate_configured(_settings(cfg)))

@@ -21,13 +21,15 @@ def test_rsqrt_schedule_matches_the_lra_formula():
         assert float(schedule(step)) == pytest.approx(expected, rel=1e-6)
 
 
-def test_cosine_schedule_warms_up_then_decays_to_zero():
-    cfg = OmegaConf.create({"lr": 1.0, "warmup_steps": 10, "max_steps": 110, "schedule": "cosine"})
+def test_cosine_schedule_matches_the_lra_formula():
+    cfg = OmegaConf.create({"lr": 1.0, "warmup_steps": 10, "max_steps": 110, "schedule": "cosine",
+                            "cycle_steps": 100})
     schedule = make_schedule(cfg)
     assert float(schedule(5)) == pytest.approx(0.5)
-    assert float(schedule(10)) == pytest.approx(1.0)
-    assert float(schedule(60)) == pytest.approx(0.5, abs=1e-6)
-    assert float(schedule(110)) == pytest.approx(0.0, abs=1e-6)
+    for step in (10, 35, 60, 110):
+        progress = (step - 10) / 100
+        assert float(schedule(step)) == pytest.approx(0.5 * (1 + np.cos(np.pi * progress)), abs=1e-6)
+    assert float(schedule(200)) == pytest.approx(0.0, abs=1e-6)
 
 
 def run(tmp_path, overrides, name="run"):
