@@ -33,7 +33,12 @@ def package_versions() -> dict[str, str]:
 
 
 def git_commit() -> str | None:
-    """The commit of the lra checkout this code runs from, with '+dirty' if modified."""
+    """The commit of the lra checkout this code runs from, with '+dirty' if modified.
+
+    A copy without .git (a cluster node, a container) can name it in LRA_GIT_COMMIT.
+    """
+    if os.environ.get("LRA_GIT_COMMIT"):
+        return os.environ["LRA_GIT_COMMIT"]
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(

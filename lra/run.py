@@ -146,6 +146,7 @@ def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None 
     record.update(
         status=fit["status"],
         steps=fit["steps"],
+        stopped_by=fit["stopped_by"],
         best_val={k: fit["best_val"][k] for k in ("accuracy", "loss", "step")},
         test={"accuracy": test["accuracy"], "loss": test["loss"], "examples": test["examples"]},
         wall_seconds=round(time.perf_counter() - wall, 3),

@@ -77,6 +77,8 @@ def check_trainer(cfg) -> None:
         raise LraError(f"trainer.lr must be positive, got {cfg.lr}")
     if int(cfg.warmup_steps) < 0:
         raise LraError(f"trainer.warmup_steps must be >= 0, got {cfg.warmup_steps}")
+    if cfg.get("max_seconds") is not None and float(cfg.max_seconds) <= 0:
+        raise LraError("trainer.max_seconds must be positive or null (no time budget)")
     if cfg.eval_batches is not None and int(cfg.eval_batches) <= 0:
         raise LraError("trainer.eval_batches must be positive or null (the whole split)")
     if cfg.schedule not in SCHEDULES:
@@ -200,8 +202,10 @@ class Trainer:
         max_steps = int(cfg.max_steps)
         best = {"accuracy": -1.0, "loss": math.inf, "step": 0}
         best_params = None
-        status = "completed"
-        history = []
+        status, stopped_by = "completed", "max_steps"
+        budget = float(cfg.max_seconds) if cfg.get("max_seconds") else math.inf
+        started = time.perf_counter()
+        last_loss = math.nan
         bar = tqdm(total=max_steps, disable=not progress, dynamic_ncols=True, leave=True)
         train_iter = iter(train)
         train_seconds, examples, pending = 0.0, 0, []
@@ -223,8 +227,8 @@ class Trainer:
                 pending = []
                 for s, row in rows:
                     self.tracker.log(s, {f"train/{k}": v for k, v in row.items()})
-                history.extend(row["loss"] for _, row in rows)
                 recent = rows[-1][1]
+                last_loss = recent["loss"]
                 bar.set_postfix(loss=f"{recent['loss']:.3f}", acc=f"{recent['accuracy']:.3f}")
                 bar.update(len(rows))
                 if not all(math.isfinite(row["loss"]) for _, row in rows):
@@ -237,14 +241,18 @@ class Trainer:
                 if result["accuracy"] > best["accuracy"]:
                     best = {"accuracy": result["accuracy"], "loss": result["loss"], "step": step + 1}
                     best_params = jax.tree.map(jnp.copy, self.state.params)
-                bar.set_postfix(loss=f"{history[-1]:.3f}", val_acc=f"{result['accuracy']:.3f}")
+                bar.set_postfix(loss=f"{last_loss:.3f}", val_acc=f"{result['accuracy']:.3f}")
                 tick = time.perf_counter()
+                if time.perf_counter() - started > budget:
+                    stopped_by = "max_seconds"
+                    break
         bar.close()
         steps_done = self.step
         if best_params is None:
             best_params = self.state.params
         return {
             "status": status,
+            "stopped_by": stopped_by if status == "completed" else status,
             "best_val": best,
             "best_params": best_params,
             "steps": steps_done,

@@ -21,15 +21,22 @@ over a batch of images (numpy only):
   ``cos^2(continuity * turn)`` on ``|turn| < pi / (2 * continuity)`` (the
   original's weighting; ``continuity = 1`` allows turns up to 90 degrees,
   ``1.8`` up to 50 degrees).
-* Collisions are rejected: every placed paddle claims the pixels within
-  ``m + thickness / 2`` of it; a candidate is refused if the pixels within
-  ``m + thickness / 2 + 0.5`` of it hold a claim of another path, of an older
-  paddle of its own path (all but the one it continues) or of the border band
-  (``padding`` pixels). Different paths therefore stay about ``2 m + thickness``
-  apart and never touch. A growth step draws up to ``candidates`` turns and keeps
-  the first free one (the original tries 3 and additionally zeroes occupied end
-  points); if all collide, the image is thrown away and generated afresh (as in
-  the original), and a distractor is re-seeded up to 5 times and then skipped.
+* Collisions are rejected, tested on the continuous geometry: a paddle must stay
+  inside the box that keeps ``padding + m / 2 + thickness / 2`` off the image
+  edges (about where the original's dilated paddle mask meets its blocked
+  padding rows), and at least
+  ``2 m + thickness`` (centre line to centre line) from every paddle of the other
+  paths and from every paddle of its own path except the one it continues. (The
+  original compares anti-aliased masks dilated by ``m``, which keeps about the
+  same distance.) Different paths therefore never touch, and no path can pass
+  through another one's gaps. To choose a turn, one is drawn from the density;
+  if that paddle collides, one is drawn among a jittered grid of ``candidates``
+  turns over the support, weighted by the density, among those that are free
+  (the original weighs every free end point on a circle, then retries the
+  collision test 3 times). If no turn is free the image is thrown away and
+  generated afresh (as in the original; most tries end so, since long paths must
+  curl inside the image), while a distractor is re-seeded up to 5 times and then
+  left out.
 * Distractors (``num_distractors`` paths of ``contour_length // 3`` paddles) are
   seeded uniformly inside the padding and grown the same way. The original's
   optional single-paddle clutter (``use_single_paddles``) is off, as in its
@@ -63,9 +70,10 @@ Parameters per resolution (``PARAMS`` / ``params()``), sources:
   ``curv_baseline`` (6), intermediate = ``curv_contour_length_9`` (9), hard =
   ``curv_contour_length_14`` (14); distractor length ``contour_length // 3`` and
   the distractor counts use Python 2 integer division as the original did.
-* Not from the sources (this implementation's own choices, recorded in the
-  table): the claim radii above, ``candidates`` per growth step, stamp
-  quantisation and the supersampling.
+* Not from the sources (this implementation's own choices): the exact
+  collision rule and edge box above, the turn grid (``candidates``, about the
+  original's number of candidate end points in the turn support), 16 random
+  seed positions per seeding try, stamp quantisation and 5x5 supersampling.
 
 ``generate`` is deterministic given ``seed``: images come in fixed-size chunks
 whose generators derive from ``SeedSequence(seed, spawn_key=(chunk,))``, so the
@@ -87,12 +95,14 @@ from lra.errors import LraError
 DIFFICULTIES: dict[str, int] = {"easy": 6, "intermediate": 9, "hard": 14}
 RESOLUTIONS: tuple[int, ...] = (32, 64, 128, 256)
 
-_BORDER = 127  # claim id of the border band
 _NA = 64  # paddle angle bins over [0, pi)
 _Q = 4  # sub-pixel bins per axis
 _SS = 5  # supersampling per axis for anti-aliasing
-_DISTRACTOR_TRIES = 5  # max_distractor_contour_retrial (4) + 1
+_DISTRACTOR_ROUNDS = (2, 3)  # 5 attempts per distractor: max_distractor_contour_retrial + 1
 _SEED_CANDIDATES = 16
+_SPANS = ((0, 1), (1, 4), (4, 1 << 30))  # candidate columns checked per round
+_BATCH = 8192  # most tries of one batch
+_INK_SCALE = 1 << 14  # fixed-point scale of path intensities while drawing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +122,10 @@ class PathfinderParams:
     padding: int  # border band no path may enter
     marker_radius: float
     path_contrast: float  # path intensity relative to the markers (before byte-scaling)
-    candidates: int = 12  # turns checked per growth step (implementation choice)
+    # turns on the grid tried after a collision: about as many as the original's
+    # candidate end points (pixels on a circle of radius length + margin) that
+    # fall inside the turn support
+    candidates: int = 12
     source: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -121,7 +134,9 @@ class PathfinderParams:
         return d
 
 
-_LRA_DOC = "google-research/long-range-arena lra_benchmarks/data/pathfinder.py Pathfinder{r} docstring"
+_LRA_DOC = (
+    "google-research/long-range-arena lra_benchmarks/data/pathfinder.py Pathfinder{r} docstring"
+)
 _WRAPPER = "drewlinsley/pathfinder snakes2_wrapper.py Args defaults"
 
 # resolution -> (paddle_length, thickness, margins, continuity, seed_distance,
@@ -141,7 +156,8 @@ def params(resolution: int = 32, difficulty: str = "hard") -> PathfinderParams:
     """The parameter table entry for one resolution and difficulty."""
     if difficulty not in DIFFICULTIES:
         raise LraError(
-            f"unknown Pathfinder difficulty '{difficulty}'; choose one of: {', '.join(DIFFICULTIES)}"
+            f"unknown Pathfinder difficulty '{difficulty}'; "
+            f"choose one of: {', '.join(DIFFICULTIES)}"
         )
     if resolution not in _PER_RESOLUTION:
         raise LraError(
@@ -153,6 +169,7 @@ def params(resolution: int = 32, difficulty: str = "hard") -> PathfinderParams:
     ]
     cl = DIFFICULTIES[difficulty]
     dl = cl // 3
+    radius = length + sum(margins) / len(margins)
     return PathfinderParams(
         resolution=resolution,
         difficulty=difficulty,
@@ -167,6 +184,7 @@ def params(resolution: int = 32, difficulty: str = "hard") -> PathfinderParams:
         padding=int(pad),
         marker_radius=float(marker),
         path_contrast=float(contrast),
+        candidates=max(4, round(radius * math.pi / cont)),
         source=src,
     )
 
@@ -192,41 +210,42 @@ def _segment_distance(py, px, ay, ax, by, bx):
     return np.sqrt(dy * dy + dx * dx)
 
 
-def _to_offsets(masks: np.ndarray, values: np.ndarray | None, radius: int, width: int):
-    """[S, w, w] stamp windows -> padded flat-offset lists [S, E] (+ values)."""
-    s, w, _ = masks.shape
+def _to_offsets(values: np.ndarray, radius: int, width: int):
+    """[S, w, w] stamp windows -> padded flat-offset lists [S, E] and values [S, E]."""
+    s = values.shape[0]
     grid = np.arange(-radius, radius + 1)
     flat = (grid[:, None] * width + grid[None, :]).reshape(-1)
-    m = masks.reshape(s, -1)
-    count = m.sum(1)
-    e = max(int(count.max()), 1)
-    order = np.argsort(~m, axis=1, kind="stable")[:, :e]  # selected entries first
-    offs = flat[order]
+    v = values.reshape(s, -1)
+    m = v > 0
+    e = max(int(m.sum(1).max()), 1)
+    order = np.argsort(~m, axis=1, kind="stable")[:, :e]  # non-zero entries first
     keep = np.take_along_axis(m, order, 1)
-    first = offs[:, :1]
-    offs = np.where(keep, offs, first).astype(np.int32)  # pad with a duplicate entry
-    if values is None:
-        return offs, None
-    vals = np.take_along_axis(values.reshape(s, -1), order, 1)
-    return offs, np.where(keep, vals, 0.0).astype(np.float32)
+    offs = flat[order]
+    offs = np.where(keep, offs, offs[:, :1]).astype(np.int64)  # pad: repeat, value 0
+    vals = np.where(keep, np.take_along_axis(v, order, 1), 0.0).astype(np.float32)
+    return offs, vals
 
 
 class _Plan:
-    """Precomputed stamps and tables for one parameter set (cached per process)."""
+    """Drawing stamps and tables for one parameter set (cached per process)."""
 
     def __init__(self, p: PathfinderParams):
         self.p = p
         h = p.resolution
         L, t = p.paddle_length, p.paddle_thickness
-        mmax = max(p.paddle_margins)
-        self.claim_r = [m + t / 2 for m in p.paddle_margins]
-        self.check_r = [r + 0.5 for r in self.claim_r]
-        self.R = int(math.ceil(L / 2 + max(self.check_r) + 1))
-        self.pad = int(math.ceil(1.5 * L + 2 * mmax + self.R + 3))
-        self.W = h + 2 * self.pad
-        W = self.W
+        if min(2 * m + t for m in p.paddle_margins) < L / 2:
+            # the collision test only measures end point to segment distances,
+            # which finds every crossing only when separation >= length / 2
+            raise ValueError("Pathfinder: paddle separation must be >= paddle_length / 2")
+        self.R = int(math.ceil(L / 2 + t / 2 + 1.5))
+        rm = int(math.ceil(p.marker_radius + 1))
+        self.pad = max(self.R, rm) + 2
+        self.W = W = h + 2 * self.pad
 
-        # stamp table: index = (angle * Q + qy) * Q + qx; midpoint at (q + .5) / Q
+        # paddle ink: coverage of the capsule of radius t / 2 (supersampled) for
+        # angle bins over [0, pi) and 1/Q sub-pixel midpoints;
+        # stamp index = (angle * Q + qy) * Q + qx, midpoint at (q + .5) / Q
+        sub = (np.arange(_SS) + 0.5) / _SS - 0.5
         ang = np.arange(_NA) * np.pi / _NA
         q = (np.arange(_Q) + 0.5) / _Q
         A, QY, QX = np.meshgrid(ang, q, q, indexing="ij")
@@ -235,26 +254,13 @@ class _Plan:
         by, bx = QY + L / 2 * np.sin(A), QX + L / 2 * np.cos(A)
         g = np.arange(-self.R, self.R + 1, dtype=np.float64)
         GY, GX = g[None, :, None], g[None, None, :]
-        dist = _segment_distance(GY, GX, ay, ax, by, bx)
-        check, claim = [], []
-        for rc, rk in zip(self.claim_r, self.check_r):
-            check.append(_to_offsets(dist <= rk, None, self.R, W)[0])
-            claim.append(_to_offsets(dist <= rc, None, self.R, W)[0])
-        self.check_offs = _stack_pad(check)
-        self.claim_offs = _stack_pad(claim)
-
-        # ink: supersampled coverage of the capsule of radius t / 2
-        sub = (np.arange(_SS) + 0.5) / _SS - 0.5
         cover = np.zeros((len(A), len(g), len(g)))
         for sy in sub:
             for sx in sub:
                 cover += _segment_distance(GY + sy, GX + sx, ay, ax, by, bx) <= t / 2
-        cover /= _SS * _SS
-        self.ink_offs, self.ink_vals = _to_offsets(cover > 0, cover, self.R, W)
+        self.ink_offs, self.ink_vals = _to_offsets(cover / _SS**2, self.R, W)
 
         # markers: discs around (q + .5) / Q
-        rm = int(math.ceil(p.marker_radius + 1))
-        self.marker_R = rm
         gm = np.arange(-rm, rm + 1, dtype=np.float64)
         MY, MX = np.meshgrid(q, q, indexing="ij")
         MY, MX = MY.reshape(-1, 1, 1), MX.reshape(-1, 1, 1)
@@ -264,17 +270,20 @@ class _Plan:
                 dy = gm[None, :, None] + sy - MY
                 dx = gm[None, None, :] + sx - MX
                 disc += dy * dy + dx * dx <= p.marker_radius**2
-        disc /= _SS * _SS
-        self.marker_offs, self.marker_vals = _to_offsets(disc > 0, disc, rm, W)
+        self.marker_offs, self.marker_vals = _to_offsets(disc / _SS**2, rm, W)
 
-        # border band: everything outside [padding, res - padding) is claimed
-        band = np.full((W, W), _BORDER, np.int8)
-        lo, hi = self.pad + p.padding, self.pad + h - p.padding
-        band[lo:hi, lo:hi] = 0
-        self.band = band.reshape(-1)
+        # turn density cos^2(c * turn) on |turn| < pi / (2c), as an inverse CDF
+        c = p.continuity
+        grid = np.linspace(-np.pi / (2 * c), np.pi / (2 * c), 2001)
+        pdf = np.cos(c * grid) ** 2
+        cdf = np.concatenate([[0.0], np.cumsum((pdf[1:] + pdf[:-1]) / 2)])
+        self.turn_cdf, self.turn_grid = cdf / cdf[-1], grid
+
+    def turns(self, rng, shape):
+        return np.interp(rng.random(shape), self.turn_cdf, self.turn_grid)
 
     def stamp(self, my, mx, theta):
-        """Stamp index and flat base pixel of paddles with midpoints (my, mx)."""
+        """Ink stamp index and flat base pixel of paddles with midpoints (my, mx)."""
         fy, fx = np.floor(my), np.floor(mx)
         qy = np.minimum(((my - fy) * _Q).astype(np.int64), _Q - 1)
         qx = np.minimum(((mx - fx) * _Q).astype(np.int64), _Q - 1)
@@ -282,12 +291,6 @@ class _Plan:
         sid = (a * _Q + qy) * _Q + qx
         base = (fy.astype(np.int64) + self.pad) * self.W + fx.astype(np.int64) + self.pad
         return sid, base
-
-
-def _stack_pad(tables: list[np.ndarray]) -> np.ndarray:
-    e = max(t.shape[1] for t in tables)
-    out = [np.concatenate([t, np.repeat(t[:, :1], e - t.shape[1], 1)], 1) for t in tables]
-    return np.stack(out)  # [margins, stamps, E]
 
 
 _PLANS: dict[PathfinderParams, _Plan] = {}
@@ -299,176 +302,284 @@ def _plan(p: PathfinderParams) -> _Plan:
     return _PLANS[p]
 
 
-# --------------------------------------------------------------------------- batch
+# --------------------------------------------------------------------------- geometry
+
+
+def _point_segment_d2(py, px, ay, ax, by, bx, inv_len2):
+    """Squared distance from points to segments of known squared length 1 / inv_len2."""
+    vy, vx = by - ay, bx - ax
+    wy, wx = py - ay, px - ax
+    t = np.minimum(np.maximum((wy * vy + wx * vx) * inv_len2, 0.0), 1.0)
+    dy, dx = wy - t * vy, wx - t * vx
+    return dy * dy + dx * dx
 
 
 class _Batch:
-    """Geometry of B images grown in lock-step."""
+    """Paths of B images grown in lock-step, as paddle segments (y0, x0, y1, x1).
+
+    Collisions are tested geometrically: a candidate paddle must lie inside the
+    box that keeps ``padding + margin / 2 + thickness / 2`` off the image edges
+    and at least ``2 margin + thickness`` from every paddle of the other paths and
+    from every paddle of its own path except the one it continues.
+    """
 
     def __init__(self, plan: _Plan, b: int, rng: np.random.Generator):
         p = plan.p
         self.plan, self.rng, self.b = plan, rng, b
-        self.npaths = 2 + p.num_distractors
-        self.kmax = max(p.contour_length, p.distractor_length)
-        self.claims = np.tile(plan.band, (b, 1))  # path id + 1 (0 free)
-        self.claim_k = np.zeros((b, plan.W * plan.W), np.int8)  # paddle index of the claim
-        self.seg = np.full((b, self.npaths, self.kmax, 4), np.nan, np.float32)
-        self.end = np.zeros((b, self.npaths, 2))
-        self.theta = np.zeros((b, self.npaths))
+        # images x fields (y0, x0, y1, x1, y0 + y1, x0 + x1) x paths x paddles
+        self.targets = np.full((b, 6, 2, p.contour_length), np.nan)
+        self.distractors = np.full((b, 6, p.num_distractors, p.distractor_length), np.nan)
+        self.end = np.zeros((b, 2 + p.num_distractors, 2))
+        self.theta = np.zeros((b, 2 + p.num_distractors))
         self.mi = rng.integers(0, len(p.paddle_margins), b)
         self.margin = np.asarray(p.paddle_margins, np.float64)[self.mi]
+        self.sep2 = (2 * self.margin + p.paddle_thickness) ** 2
+        self.lo = p.padding + 0.5 * self.margin + p.paddle_thickness / 2
+        self.hi = p.resolution - 1 - self.lo
+        self.inv_len2 = 1.0 / p.paddle_length**2
 
-    def _try(self, rows, path, k, sy, sx, theta, allowed=None, weight=None):
-        """Check candidate paddles [n, T] (start, angle) and commit one free one.
+    def _obstacles(self, rows, path, k):
+        """Blocks [n, 6, J] of paddles that paddle k of `path` must keep off."""
+        n = len(rows)
+        t = self.targets[rows]  # one contiguous gather per row is the fast way
+        if path < 2:
+            # lock-step: A has placed k paddles when its paddle k is tried, B k + 1
+            own, other = max(k - 1, 0), (k if path == 0 else k + 1)
+            return [t[:, :, path, :own], t[:, :, 1 - path, :other]]
+        d = path - 2
+        ds = self.distractors[rows]
+        return [t.reshape(n, 6, -1), ds[:, :, :d].reshape(n, 6, -1), ds[:, :, d, : max(k - 1, 0)]]
 
-        Without `weight` the first free candidate is taken (candidates are i.i.d.),
-        with it one free candidate is drawn with probability proportional to weight.
-        Returns a bool [n]: whether row got a paddle.
+    def _free(self, rows, y0, x0, y1, x1, blocks):
+        """Bool [n, T]: candidates inside the box and clear of the obstacles."""
+        lo, hi = self.lo[rows][:, None], self.hi[rows][:, None]
+        free = (np.minimum(y0, y1) >= lo) & (np.maximum(y0, y1) <= hi)
+        free &= (np.minimum(x0, x1) >= lo) & (np.maximum(x0, x1) <= hi)
+        # only pairs whose midpoints are closer than separation + length can
+        # collide; compare doubled midpoints (the stored y0 + y1, x0 + x1)
+        reach = (4 * (np.sqrt(self.sep2[rows]) + self.plan.p.paddle_length) ** 2)[:, None, None]
+        cy, cx = (y0 + y1)[..., None], (x0 + x1)[..., None]
+        sep2 = self.sep2[rows]
+        for obs in blocks:
+            if obs.shape[2] == 0:
+                continue
+            dy = cy - obs[:, None, 4]
+            dx = cx - obs[:, None, 5]
+            np.multiply(dy, dy, out=dy)
+            np.multiply(dx, dx, out=dx)
+            dy += dx
+            a, t, j = np.nonzero(dy < reach)
+            if a.size == 0:
+                continue
+            c = (y0[a, t], x0[a, t], y1[a, t], x1[a, t])
+            o = tuple(obs[:, f][a, j] for f in range(4))
+            il = self.inv_len2
+            # separation >= length / 2 (checked in _Plan), so end point distances
+            # suffice: two crossing paddles always have an end within length / 2
+            d2 = _point_segment_d2(c[0], c[1], *o, il)
+            d2 = np.minimum(d2, _point_segment_d2(c[2], c[3], *o, il))
+            d2 = np.minimum(d2, _point_segment_d2(o[0], o[1], *c, il))
+            d2 = np.minimum(d2, _point_segment_d2(o[2], o[3], *c, il))
+            hit = d2 < sep2[a]
+            free[a[hit], t[hit]] = False
+        return free
+
+    def _try(self, rows, path, k, sy, sx, theta, keys=None):
+        """Commit, per row, one free candidate paddle; returns a bool [n]: success.
+
+        Candidates are [n, T] (start, angle). Among the free ones the first is
+        taken, or the one with the largest `keys`. Columns are checked a few at a
+        time, in that order, for the rows still without a free one (the result
+        is the same as checking all of them).
         """
-        plan, L = self.plan, self.plan.p.paddle_length
-        s_, c_ = np.sin(theta), np.cos(theta)
-        ey, ex = sy + L * s_, sx + L * c_
-        sid, base = plan.stamp((sy + ey) / 2, (sx + ex) / 2, theta)
-        mi = self.mi[rows][:, None]
-        idx = base[..., None] + plan.check_offs[mi, sid]  # [n, T, E]
-        r3 = rows[:, None, None]
-        cp = self.claims[r3, idx]
-        bad = (cp != 0) & ((cp != path + 1) | (self.claim_k[r3, idx] < k - 1))
-        free = ~bad.any(-1)
-        if allowed is not None:
-            free &= allowed
-        if weight is None:
-            ok = free.any(1)
-            j = free.argmax(1)[ok]
+        n, T = sy.shape
+        if n == 0:
+            return np.zeros(0, bool)
+        if keys is not None:  # check in descending key order; then the first free wins
+            order = np.argsort(-keys, axis=1)
+            sy, sx, theta = (np.take_along_axis(a, order, 1) for a in (sy, sx, theta))
+        L = self.plan.p.paddle_length
+        ey, ex = sy + L * np.sin(theta), sx + L * np.cos(theta)
+        blocks = self._obstacles(rows, path, k)
+        choice = np.full(n, -1)
+        todo = np.arange(n)
+        for lo, hi in _SPANS:
+            if lo >= T or todo.size == 0:
+                break
+            cols = slice(lo, hi)
+            if todo.size == n:  # all rows: views, no gathers
+                free = self._free(rows, sy[:, cols], sx[:, cols], ey[:, cols], ex[:, cols],
+                                  blocks)
+            else:
+                free = self._free(rows[todo], sy[todo, cols], sx[todo, cols], ey[todo, cols],
+                                  ex[todo, cols], [b[todo] for b in blocks])
+            got = free.any(1)
+            choice[todo[got]] = lo + free[got].argmax(1)
+            todo = todo[~got]
+        ok = choice >= 0
+        i, j, r = np.nonzero(ok)[0], choice[ok], rows[ok]
+        y0, x0, y1, x1 = sy[i, j], sx[i, j], ey[i, j], ex[i, j]
+        seg = np.stack([y0, x0, y1, x1, y0 + y1, x0 + x1])
+        if path < 2:
+            self.targets[r, :, path, k] = seg.T
         else:
-            cum = np.cumsum(np.where(free, weight, 0.0), 1)
-            ok = cum[:, -1] > 0
-            u = self.rng.random(len(rows)) * cum[:, -1]
-            j = np.minimum((cum <= u[:, None]).sum(1), cum.shape[1] - 1)[ok]
-        r = rows[ok]
-        n = np.arange(len(rows))[ok]
-        cidx = base[n, j][:, None] + plan.claim_offs[self.mi[r], sid[n, j]]
-        self.claims[r[:, None], cidx] = path + 1
-        self.claim_k[r[:, None], cidx] = k
-        self.seg[r, path, k] = np.stack([sy[n, j], sx[n, j], ey[n, j], ex[n, j]], 1)
-        self.end[r, path, 0], self.end[r, path, 1] = ey[n, j], ex[n, j]
-        self.theta[r, path] = theta[n, j]
+            self.distractors[r, :, path - 2, k] = seg.T
+        self.end[r, path, 0], self.end[r, path, 1] = y1, x1
+        self.theta[r, path] = theta[i, j]
         return ok
 
-    def seed(self, rows, path, ty, tx, theta, allowed=None):
-        return self._try(rows, path, 0, ty, tx, theta, allowed)
+    def seed(self, rows, path, ty, tx, theta):
+        """Seed paddles from i.i.d. candidates [n, T]: the first free one is taken."""
+        return self._try(rows, path, 0, ty, tx, theta)
 
     def extend(self, rows, path, k):
+        """Grow `path` of each row by paddle k; returns a bool [n]: success.
+
+        The turn follows cos^2(continuity * turn) on |turn| < pi / (2 continuity)
+        restricted to free paddles (the original weighs every free end point on a
+        circle): first one draw from the continuous density; rows where it is not
+        free then draw among a jittered grid of `candidates` turns over the support,
+        with probability proportional to the density among the free ones
+        (Gumbel-max). Together that is the restricted density, up to the grid's
+        discretisation.
+        """
         p = self.plan.p
-        n = len(rows)
+        n, T = len(rows), p.candidates
         m = self.margin[rows][:, None]
         th0 = self.theta[rows, path][:, None]
-        # a jittered grid over the turn support, weighted cos^2(continuity * turn):
-        # like the original, which weighs every free end point on a circle
-        lim = np.pi / (2 * p.continuity)
-        turn = (np.arange(p.candidates) + self.rng.random((n, 1))) * (2 * lim / p.candidates) - lim
-        weight = np.cos(p.continuity * turn) ** 2
-        th = th0 + turn
         py = self.end[rows, path, 0][:, None] + m * np.sin(th0)
         px = self.end[rows, path, 1][:, None] + m * np.cos(th0)
-        return self._try(rows, path, k, py + m * np.sin(th), px + m * np.cos(th), th, None, weight)
 
-    def erase(self, rows, path):
-        """Remove a partly grown path from rows."""
-        if len(rows) == 0:
-            return
-        c = self.claims[rows]
-        self.claims[rows] = np.where(c == path + 1, 0, c)
-        self.seg[rows, path] = np.nan
+        th = th0 + self.plan.turns(self.rng, (n, 1))
+        ok = self._try(rows, path, k, py + m * np.sin(th), px + m * np.cos(th), th)
+        miss = np.nonzero(~ok)[0]
+        if miss.size == 0:
+            return ok
+        rows, m, th0, py, px = rows[miss], m[miss], th0[miss], py[miss], px[miss]
+        lim = np.pi / (2 * p.continuity)
+        turn = (np.arange(T) + self.rng.random((len(miss), 1))) * (2 * lim / T) - lim
+        u = self.rng.random((len(miss), T))
+        keys = 2 * np.log(np.cos(p.continuity * turn)) - np.log(-np.log(u))
+        th = th0 + turn
+        ok[miss] = self._try(rows, path, k, py + m * np.sin(th), px + m * np.cos(th), th, keys)
+        return ok
+
+    def replicate(self, rows, reps: int) -> "_Batch":
+        """A batch holding `reps` copies of each of `rows` (copies of one row adjacent)."""
+        v = _Batch.__new__(_Batch)
+        idx = np.repeat(rows, reps)
+        v.plan, v.rng, v.b, v.inv_len2 = self.plan, self.rng, len(idx), self.inv_len2
+        for name in ("targets", "distractors", "end", "theta", "mi", "margin", "sep2", "lo", "hi"):
+            setattr(v, name, getattr(self, name)[idx])
+        return v
+
+    def segments(self, rows) -> np.ndarray:
+        """[n, paths, paddles, 4]: targets then distractors, NaN padded."""
+        p = self.plan.p
+        t = np.moveaxis(self.targets[rows, :4], 1, -1)
+        d = np.moveaxis(self.distractors[rows, :4], 1, -1)
+        pad = np.full(d.shape[:2] + (p.contour_length - p.distractor_length, 4), np.nan)
+        return np.concatenate([t, np.concatenate([d, pad], 2)], 1)
 
 
 def _grow_batch(plan: _Plan, b: int, rng: np.random.Generator) -> tuple[_Batch, np.ndarray]:
-    """Grow targets and distractors for b images; returns the batch and alive rows."""
+    """Grow targets and distractors for b images; returns the batch and its good rows."""
     p = plan.p
     h = p.resolution
     g = _Batch(plan, b, rng)
     rows = np.arange(b)
     T = _SEED_CANDIDATES
 
-    # target seeds: tail A in the square 2 * seed_distance off the borders
+    # target seeds: tail A in the square 2 * seed_distance off the borders, tail
+    # B seed_distance away in a uniform direction, both with uniform orientations
     lo, hi = 2 * p.seed_distance, h - 1 - 2 * p.seed_distance
     if hi <= lo:
         lo = hi = (h - 1) / 2
     ty = rng.uniform(lo, hi, (b, T))
     tx = rng.uniform(lo, hi, (b, T))
-    ok = g.seed(rows, 0, ty, tx, rng.uniform(0, 2 * np.pi, (b, T)))
-    rows = rows[ok]
+    rows = rows[g.seed(rows, 0, ty, tx, rng.uniform(0, 2 * np.pi, (b, T)))]
     n = len(rows)
     phi = rng.uniform(0, 2 * np.pi, (n, T))
-    tail_a = g.seg[rows, 0, 0, :2].astype(np.float64)
-    ty = tail_a[:, :1] + p.seed_distance * np.sin(phi)
-    tx = tail_a[:, 1:] + p.seed_distance * np.cos(phi)
-    inside = (ty >= 0) & (ty <= h - 1) & (tx >= 0) & (tx <= h - 1)
-    ty, tx = np.clip(ty, 0, h - 1), np.clip(tx, 0, h - 1)
-    ok = g.seed(rows, 1, ty, tx, rng.uniform(0, 2 * np.pi, (n, T)), inside)
-    rows = rows[ok]
+    ty = g.targets[rows, 0, 0, 0][:, None] + p.seed_distance * np.sin(phi)
+    tx = g.targets[rows, 1, 0, 0][:, None] + p.seed_distance * np.cos(phi)
+    rows = rows[g.seed(rows, 1, ty, tx, rng.uniform(0, 2 * np.pi, (n, T)))]
 
     for k in range(1, p.contour_length):
         for path in (0, 1):
             rows = rows[g.extend(rows, path, k)]
 
+    # distractors one after the other; each gets up to 5 attempts
+    # (seed + growth) and keeps the first that succeeds, or is left out. Attempts
+    # run side by side on copies of the rows, a few at a time.
     for d in range(p.num_distractors):
-        path = 2 + d
-        todo = rows
-        for _ in range(_DISTRACTOR_TRIES):
-            if len(todo) == 0:
-                break
+        path, todo = 2 + d, rows
+        for R in _DISTRACTOR_ROUNDS:
             n = len(todo)
-            ty = rng.uniform(p.padding, h - 1 - p.padding, (n, T))
-            tx = rng.uniform(p.padding, h - 1 - p.padding, (n, T))
-            ok = g.seed(todo, path, ty, tx, rng.uniform(0, 2 * np.pi, (n, T)))
-            failed = [todo[~ok]]
-            grow = todo[ok]
+            if n == 0:
+                break
+            v = g.replicate(todo, R)  # row i * R + a is attempt a for todo[i]
+            vr = np.arange(n * R)
+            lo, hi = v.lo[:, None], v.hi[:, None]
+            ty = lo + (hi - lo) * rng.random((n * R, T))
+            tx = lo + (hi - lo) * rng.random((n * R, T))
+            grow = vr[v.seed(vr, path, ty, tx, rng.uniform(0, 2 * np.pi, (n * R, T)))]
             for k in range(1, p.distractor_length):
-                ok = g.extend(grow, path, k)
-                failed.append(grow[~ok])
-                g.erase(grow[~ok], path)
-                grow = grow[ok]
-            todo = np.concatenate(failed)
+                grow = grow[v.extend(grow, path, k)]
+            done = np.zeros(n * R, bool)
+            done[grow] = True
+            done = done.reshape(n, R)
+            has = done.any(1)
+            src = np.arange(n) * R + done.argmax(1)
+            g.distractors[todo[has], :, d] = v.distractors[src[has], :, d]
+            todo = todo[~has]
     return g, rows
 
 
 def _render(plan: _Plan, g: _Batch, rows: np.ndarray, labels: np.ndarray, origin: np.ndarray):
-    """Images [n, H, W] uint8 plus marker coordinates [n, 2, 2] for the chosen rows."""
-    p, W, h = plan.p, plan.W, plan.p.resolution
+    """Draw the chosen rows.
+
+    Returns images uint8 [n, H, W], marker centres [n, 2, (y, x)], the target path
+    each marker ends [n, 2] and the ink owner map int8 [n, H, W] (1 + path index of
+    the brightest paddle on the pixel, 0 = no ink).
+    """
+    p, W, h, pad = plan.p, plan.W, plan.p.resolution, plan.pad
     n = len(rows)
-    canvas = np.zeros((n, W * W), np.float32)
-    seg = g.seg[rows].reshape(n, -1, 4).astype(np.float64)
-    valid = ~np.isnan(seg[..., 0])
-    img_i, seg_i = np.nonzero(valid)
-    s = seg[img_i, seg_i]
+    # paths: one int32 per pixel, (intensity << 6) | (path + 1); the max keeps
+    # both the brightest intensity and its owner
+    canvas = np.zeros((n, W * W), np.int32)
+    seg = g.segments(rows)
+    img_i, path_i, _ = np.nonzero(~np.isnan(seg[..., 0]))
+    s = seg[~np.isnan(seg[..., 0])]
     theta = np.arctan2(s[:, 2] - s[:, 0], s[:, 3] - s[:, 1])
     sid, base = plan.stamp((s[:, 0] + s[:, 2]) / 2, (s[:, 1] + s[:, 3]) / 2, theta)
-    idx = base[:, None] + plan.ink_offs[sid]
-    np.maximum.at(canvas, (np.broadcast_to(img_i[:, None], idx.shape), idx),
-                  plan.ink_vals[sid] * np.float32(p.path_contrast))
+    idx = base[:, None] + plan.ink_offs[sid] + (img_i * (W * W))[:, None]
+    level = np.rint(plan.ink_vals[sid] * (p.path_contrast * _INK_SCALE)).astype(np.int32)
+    np.maximum.at(canvas.reshape(-1), idx, (level << 6) | (path_i + 1)[:, None])
+    canvas = canvas.reshape(n, W, W)[:, pad:pad + h, pad:pad + h]
+    owner = (canvas & 63).astype(np.int8)
+    img = (canvas >> 6).astype(np.float32) / _INK_SCALE
 
     # markers: tail of the origin path, far end of the same (label 1) or other path
     ar = np.arange(n)
     other = np.where(labels == 1, origin, 1 - origin)
-    gs = g.seg[rows]
-    m0 = gs[ar, origin, 0, :2]
-    m1 = gs[ar, other, p.contour_length - 1, 2:]
+    m0 = g.targets[rows, :2, origin, 0]
+    m1 = g.targets[rows, 2:4, other, p.contour_length - 1]
     markers = np.stack([m0, m1], 1).astype(np.float32)  # [n, 2, (y, x)]
     mk = markers.reshape(-1, 2).astype(np.float64)
     fy, fx = np.floor(mk[:, 0]), np.floor(mk[:, 1])
     qy = np.minimum(((mk[:, 0] - fy) * _Q).astype(np.int64), _Q - 1)
     qx = np.minimum(((mk[:, 1] - fx) * _Q).astype(np.int64), _Q - 1)
     msid = qy * _Q + qx
-    mbase = (fy.astype(np.int64) + plan.pad) * W + fx.astype(np.int64) + plan.pad
-    midx = mbase[:, None] + plan.marker_offs[msid]
-    mrow = np.repeat(ar, 2)
-    np.maximum.at(canvas, (np.broadcast_to(mrow[:, None], midx.shape), midx), plan.marker_vals[msid])
+    mbase = (fy.astype(np.int64) + pad) * W + fx.astype(np.int64) + pad
+    midx = mbase[:, None] + plan.marker_offs[msid] + (np.repeat(ar, 2) * (W * W))[:, None]
+    mcanvas = np.zeros(n * W * W, np.float32)
+    np.maximum.at(mcanvas, midx, plan.marker_vals[msid])
+    mcanvas = mcanvas.reshape(n, W, W)[:, pad:pad + h, pad:pad + h]
 
-    img = canvas.reshape(n, W, W)[:, plan.pad:plan.pad + h, plan.pad:plan.pad + h]
+    img = np.maximum(img, mcanvas)
     peak = img.reshape(n, -1).max(1).reshape(n, 1, 1)
     img = np.rint(img * (255.0 / np.maximum(peak, 1e-6))).astype(np.uint8)
-    return img, markers, np.stack([origin, other], 1).astype(np.int8)
+    return img, markers, np.stack([origin, other], 1).astype(np.int8), owner
 
 
 def _chunk(p: PathfinderParams, labels: np.ndarray, seed: int, index: int, meta: bool):
@@ -477,23 +588,23 @@ def _chunk(p: PathfinderParams, labels: np.ndarray, seed: int, index: int, meta:
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
     need = len(labels)
     parts: list[tuple] = []
-    got, rate = 0, 0.5
+    got, tries, good = 0, 0, 0
     while got < need:
-        b = int(min(max(math.ceil((need - got) / rate * 1.15) + 8, 16), 4 * need + 16))
+        # batch size from the success rate so far (prior: 1 in 20)
+        rate = max((good + 1) / (tries + 20), 0.001)
+        b = int(min(math.ceil((need - got) / rate * 1.2) + 8, _BATCH))
         g, rows = _grow_batch(plan, b, rng)
-        rate = max(len(rows) / b, 0.005)
+        tries, good = tries + b, good + len(rows)
         if len(rows) == 0:
             continue
         origin = rng.integers(0, 2, len(rows))
         take = rows[: need - got]
         lab = labels[got:got + len(take)]
-        img, markers, mpath = _render(plan, g, take, lab, origin[: len(take)])
+        img, markers, mpath, owner = _render(plan, g, take, lab, origin[: len(take)])
         part: tuple = (img,)
         if meta:
-            h, pad = p.resolution, plan.pad
-            ids = g.claims[take].reshape(-1, plan.W, plan.W)[:, pad:pad + h, pad:pad + h]
-            ids = np.where(ids == _BORDER, 0, ids).astype(np.int8)
-            part += (markers, mpath, g.seg[take], ids, g.margin[take].astype(np.float32))
+            segs = g.segments(take).astype(np.float32)
+            part += (markers, mpath, segs, owner, g.margin[take].astype(np.float32))
         parts.append(part)
         got += len(take)
     return tuple(np.concatenate([q[i] for q in parts]) for i in range(len(parts[0])))
@@ -531,7 +642,8 @@ def generate(
       segments [n, paths, paddles, 4] float32: paddle (y0, x0, y1, x1), NaN padded;
         paths 0, 1 are the targets, 2.. the distractors, paddles in drawing order
         (the target's first paddle starts at its "origin" end);
-      path_ids [n, res, res] int8: 1 + the path whose collision zone holds the pixel;
+      path_ids [n, res, res] int8: 1 + the path whose ink is brightest on the
+        pixel (0 = no path ink; markers are not included);
       margins [n] float32: paddle margin used per image.
     Same seed -> same arrays, whatever `workers` is.
     """
@@ -546,6 +658,7 @@ def generate(
     if workers is None:
         workers = os.cpu_count() or 1
     workers = max(1, min(int(workers), len(jobs)))
+    _plan(p)  # build the stamps once here; forked workers inherit them
     if workers == 1:
         results = [_chunk_star(j) for j in jobs]
     else:

@@ -79,3 +79,9 @@ def test_a_diverging_run_is_recorded_as_diverged(tmp_path, toy_overrides):
 def test_bf16_precision_trains(tmp_path, toy_overrides):
     record = run(tmp_path, [*toy_overrides, "trainer.precision=bf16", "trainer.max_steps=30"])
     assert record["status"] == "completed" and np.isfinite(record["test"]["loss"])
+
+
+def test_a_time_budget_stops_at_the_next_evaluation(tmp_path, toy_overrides):
+    record = run(tmp_path, [*toy_overrides, "trainer.max_seconds=0.001"])
+    assert record["status"] == "completed" and record["stopped_by"] == "max_seconds"
+    assert record["steps"] == 30  # the first evaluation (eval_every=30), not max_steps=60
