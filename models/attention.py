@@ -37,6 +37,7 @@ class MixerShape:
     seq_len: int  # longest sequence the mixer sees (CLS token included)
     attention_dropout: float = 0.0
     dtype: Any = jnp.float32  # compute dtype; parameters stay float32
+    cls_token: bool = False  # position 0 is a CLS token (sparse patterns make it global)
 
     @property
     def head_dim(self) -> int:

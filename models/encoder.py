@@ -49,6 +49,7 @@ class EncoderConfig:
             seq_len=self.seq_len,
             attention_dropout=self.attention_dropout,
             dtype=self.dtype,
+            cls_token=self.pooling == "cls",
         )
 
 

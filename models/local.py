@@ -64,7 +64,7 @@ def joint_softmax(scores: Sequence[jax.Array], masks: Sequence[jax.Array]) -> li
 
 
 def weighted_values(spec: str, weights: jax.Array, v: jax.Array) -> jax.Array:
-    """weights @ v through `jnp.einsum(spec)`: weights cast to v's dtype, accumulated in acc_dtype."""
+    """weights @ v through `jnp.einsum(spec)`; weights cast to v's dtype, sums in acc_dtype."""
     return jnp.einsum(spec, weights.astype(v.dtype), v, preferred_element_type=acc_dtype(v.dtype))
 
 
@@ -94,7 +94,7 @@ def cls_token(shape: MixerShape) -> bool:
     Read from `MixerShape.cls_token` when the encoder provides it; without that
     field the mixer cannot know and assumes no CLS token.
     """
-    return bool(getattr(shape, "cls_token", False))
+    return shape.cls_token
 
 
 def check_int(name: str, value: Any, minimum: int = 1) -> int:

@@ -116,7 +116,7 @@ class LongformerAttention(SelfAttention):
         kw, vw, mw = band(kb), band(vb), band(mb)
         # Static band mask: the exact window, real positions, globals left to their group.
         qpos = (np.arange(nb) * chunk)[:, None, None] + np.arange(chunk)[None, :, None]
-        kpos = ((np.arange(nb) - nl) * chunk)[:, None, None] + np.arange(span * chunk)[None, None, :]
+        kpos = ((np.arange(nb) - nl) * chunk)[:, None, None] + np.arange(span * chunk)
         offset = kpos - qpos
         band_ok = (offset >= -before) & (offset <= after) & (kpos >= 0) & (kpos < length)
         band_ok &= ~np.isin(kpos, glob)  # [nb, c, span * c]

@@ -19,10 +19,13 @@ features and (real) positions; both constants cancel in the normalisation.
 A stabiliser eps = 1e-6 is added to every feature and the normaliser R is
 replaced by R + 2 eps where |R| <= eps. Everything runs in float32.
 
-Departures from LRA: padded keys are zeroed (LRA passes the padding mask to
-FAVOR, which ignores it), and the key max is taken over real positions only, so
-appending padding changes nothing. LRA shares one feature matrix drawn from
-PRNGKey(0) across all layers and (with redraw_features=True) redraws it every
+Departures from LRA: each block's QR factor is sign-corrected (columns times
+sign(diag(R))) so it is Haar-distributed; LRA's plain QR leaves every block's
+first row pointing against e_1, which biased the kernel estimate by ~10% in
+our tests, whatever the number of features. Padded keys are zeroed (LRA
+passes the padding mask to FAVOR, which ignores it), and the key max is taken
+over real positions only, so appending padding changes nothing. LRA shares one
+feature matrix drawn from PRNGKey(0) across all layers and (with redraw_features=True) redraws it every
 call from a seed computed from sum(query); here each layer draws its own
 matrix at construction from the `params` stream, keeps it (and its key) as
 non-trainable `nnx.Variable`s, and with `redraw=True` draws fresh features
@@ -49,7 +52,13 @@ def draw_projection(key, num_features: int, dim: int) -> jax.Array:
     block_key, norm_key = jax.random.split(key)
     num_blocks = -(-num_features // dim)
     gaussian = jax.random.normal(block_key, (num_blocks, dim, dim), jnp.float32)
-    q, _ = jnp.linalg.qr(gaussian)  # columns of each q are orthonormal
+    q, r = jnp.linalg.qr(gaussian)  # columns of each q are orthonormal
+    # Householder QR fixes the signs of diag(r), which biases the directions of
+    # q (its first column always points against e_1); flipping the columns to a
+    # positive diag(r) makes q Haar-distributed, so every row is uniform on the
+    # sphere and the estimator unbiased. (LRA's plain QR omits this.)
+    flip = jnp.where(jnp.diagonal(r, axis1=-2, axis2=-1) < 0, -1.0, 1.0)
+    q = q * flip[..., None, :]
     rows = jnp.swapaxes(q, -1, -2).reshape(num_blocks * dim, dim)[:num_features]
     norms = jnp.linalg.norm(
         jax.random.normal(norm_key, (num_features, dim), jnp.float32), axis=-1

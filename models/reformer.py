@@ -99,7 +99,9 @@ def lsh_attention(q, v, mask, buckets, *, chunk_len: int, weights_hook=None):
     sq = gather(qh).astype(jnp.float32)
     sv = gather(vh)
     spos = order  # original position of each sorted slot
-    smask = jnp.take_along_axis(jnp.broadcast_to(mask[:, None, None, :], order.shape), order, axis=-1)
+    smask = jnp.take_along_axis(
+        jnp.broadcast_to(mask[:, None, None, :], order.shape), order, axis=-1
+    )
 
     chunk = lambda x: x.reshape(x.shape[:3] + (n_chunks, chunk_len) + x.shape[4:])  # noqa: E731
     cq = chunk(sq)  # [B, H, R, C, c, D]
@@ -174,10 +176,6 @@ class ReformerAttention(SelfAttention):
         if buckets > 1 and buckets % 2:
             raise LraError(
                 f"model.num_buckets={buckets} must be 1 or even (buckets are argmax over [xR, -xR])"
-            )
-        if buckets > shape.seq_len:
-            raise LraError(
-                f"model.num_buckets={buckets} exceeds the sequence length {shape.seq_len}"
             )
 
     def __call__(self, x, mask, *, deterministic: bool = True, rngs=None):

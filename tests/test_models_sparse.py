@@ -19,7 +19,7 @@ from lra.errors import LraError
 from lra.models import EncoderConfig, build_model, check_model, model_options
 from lra.models.attention import MixerShape, masked_softmax_attention
 from lra.models.bigbird import random_blocks
-from lra.models.sinkhorn import sinkhorn_permutation
+from lra.models.sinkhorn import SinkhornAttention, sinkhorn_permutation
 from lra.registry import MODELS
 
 NAMES = ("local", "sparse_transformer", "longformer", "bigbird", "sinkhorn")
@@ -33,6 +33,22 @@ SMALL = {
     "bigbird": dict(block_size=4, num_rand_blocks=2, seed=3),
     "sinkhorn": dict(block_size=8, sinkhorn_iters=3),
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def quick_exact_compiles():
+    """Skip XLA's optimisation passes (they cost far more than these tiny programs), and
+    keep float32 matmuls exact on GPUs too (no TF32), so the float32 tolerances hold."""
+    flag = "jax_disable_most_optimizations"
+    try:
+        old = jax.config.values[flag]
+        jax.config.update(flag, True)
+    except (AttributeError, KeyError):  # a JAX without the flag: just slower
+        old = None
+    with jax.default_matmul_precision("highest"):
+        yield
+    if old is not None:
+        jax.config.update(flag, old)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,13 +85,18 @@ def layer(name, shape, **options):
     return MODELS.get(name)(shape, **options, rngs=nnx.Rngs(0))
 
 
+def attend(mixer, q, k, v, mask, dtype):
+    """jit(mixer.attend) in evaluation mode on inputs cast to `dtype`."""
+    fn = jax.jit(lambda *a: mixer.attend(*a, deterministic=True, rngs=None))
+    out = fn(*(jnp.asarray(a, dtype) for a in (q, k, v)), jnp.asarray(mask))
+    assert out.dtype == dtype
+    return out
+
+
 def attend64(mixer, q, k, v, mask):
     """mixer.attend on float64 inputs, computed in float64."""
     with x64():
-        out = mixer.attend(*(jnp.asarray(a, jnp.float64) for a in (q, k, v)), jnp.asarray(mask),
-                           deterministic=True, rngs=None)
-        assert out.dtype == jnp.float64
-        return np.asarray(out)
+        return np.asarray(attend(mixer, q, k, v, mask, jnp.float64))
 
 
 def dense_reference(q, k, v, allowed):
@@ -152,8 +173,8 @@ FULL_COVER = {
     "local": dict(block_size=64),
     "sparse_transformer": dict(block_size=64, summary_size=3, causal=False),
     "longformer": dict(sliding_window_size=2 * 45 + 1),
-    # 5 blocks of 10: the window + the two global blocks cover every block.
-    "bigbird": dict(block_size=10, num_rand_blocks=0),
+    # 4 blocks of 12: the window + the two global blocks cover every block.
+    "bigbird": dict(block_size=12, num_rand_blocks=0),
     "sinkhorn": dict(block_size=64),  # one block
 }
 
@@ -167,11 +188,13 @@ def test_full_coverage_equals_full_softmax_attention(name):
     with x64():
         want = np.asarray(masked_softmax_attention(
             *(jnp.asarray(a, jnp.float64) for a in (q, k, v)), jnp.asarray(mask)))
-    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    # masked_softmax_attention takes its softmax in float32, hence the tolerance ...
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    # ... and the float64 definition is met to float64 accuracy.
+    exact = dense_reference(q, k, v, mask[:, None, None, :])
+    np.testing.assert_allclose(got, exact, rtol=1e-10, atol=1e-10)
     # float32 compute agrees to float32 accuracy
-    got32 = mixer.attend(*(jnp.asarray(a, jnp.float32) for a in (q, k, v)), jnp.asarray(mask),
-                         deterministic=True, rngs=None)
-    assert got32.dtype == jnp.float32
+    got32 = attend(mixer, q, k, v, mask, jnp.float32)
     np.testing.assert_allclose(np.asarray(got32), want, atol=2e-5)
 
 
@@ -187,9 +210,8 @@ def test_local_matches_the_dense_block_pattern(length, bs):
     np.testing.assert_allclose(got, want, atol=1e-10)
 
 
-@pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("cls", [False, True])
-@pytest.mark.parametrize("c", [0, 2, 8])
+@pytest.mark.parametrize("causal,cls,c", [(True, False, 2), (False, True, 2), (True, True, 0),
+                                         (False, False, 8)])
 def test_sparse_transformer_matches_the_dense_fixed_pattern(causal, cls, c):
     length, bs = 45, 8
     q, k, v = make_qkv(2, length=length)
@@ -201,8 +223,8 @@ def test_sparse_transformer_matches_the_dense_fixed_pattern(causal, cls, c):
     np.testing.assert_allclose(got, want, atol=1e-10)
 
 
-@pytest.mark.parametrize("window", [1, 6, 7, 20])
-@pytest.mark.parametrize("cls,extra", [(False, ()), (True, ()), (True, (17, 44, 60))])
+@pytest.mark.parametrize("window,cls,extra", [(1, False, ()), (6, True, ()), (7, False, (17,)),
+                                              (20, True, (17, 44, 60))])
 def test_longformer_matches_the_dense_window_and_global_pattern(window, cls, extra):
     length = 45
     q, k, v = make_qkv(3, length=length)
@@ -225,7 +247,8 @@ def test_bigbird_matches_the_dense_block_pattern(length, seq_len, bs, r):
                   seed=seed)
     got = attend64(mixer, q, k, v, mask)
     pattern = bigbird_token_pattern(length, seq_len, bs, heads, r, seed)
-    assert not pattern.all() or length <= 3 * bs  # the pattern is really sparse here
+    if -(-seq_len // bs) >= 6:
+        assert not pattern.all()  # the pattern is really sparse here
     want = dense_reference(q, k, v, with_keys(pattern, mask))
     np.testing.assert_allclose(got, want, atol=1e-10)
 
@@ -247,7 +270,7 @@ def test_bigbird_random_blocks_are_valid_fixed_and_seeded():
     assert not np.array_equal(idx[0], idx[1])  # heads differ
     # Too few candidates: the free slots are invalid, never duplicated or out of range.
     idx, valid = random_blocks(6, 1, 3, 0)
-    assert valid[0, 1].sum() == 3 and valid[0, 2].sum() == 1  # block 2: only block 4
+    assert valid[0, 1].sum() == 2 and valid[0, 2].sum() == 1  # block 1: {3, 4}; block 2: {4}
     assert idx[0, 2][valid[0, 2]].tolist() == [4]
 
 
@@ -256,8 +279,8 @@ def test_bigbird_random_blocks_are_valid_fixed_and_seeded():
 
 def test_sinkhorn_permutation_is_doubly_stochastic():
     rng = np.random.default_rng(5)
-    logits = jnp.asarray(3.0 * rng.standard_normal((2, 3, 7, 7)), jnp.float32)
-    p = np.asarray(sinkhorn_permutation(logits, iters=60, temperature=0.7))
+    logits = jnp.asarray(rng.standard_normal((2, 3, 7, 7)), jnp.float32)
+    p = np.asarray(sinkhorn_permutation(logits, iters=100, temperature=0.9))
     assert (p >= 0).all()
     np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-5)
     np.testing.assert_allclose(p.sum(-2), 1.0, atol=1e-5)
@@ -266,7 +289,7 @@ def test_sinkhorn_permutation_is_doubly_stochastic():
     np.testing.assert_allclose(p1.sum(-2), 1.0, atol=1e-6)
     # With invalid (padding) blocks: the valid sub-matrix is doubly stochastic, the rest 0.
     valid = jnp.asarray([[True] * 5 + [False] * 2, [True] * 7])[:, None, :]
-    p = np.asarray(sinkhorn_permutation(logits, valid, iters=60, temperature=0.7))
+    p = np.asarray(sinkhorn_permutation(logits, valid, iters=100, temperature=0.9))
     np.testing.assert_allclose(p[0, :, :5, :5].sum(-1), 1.0, atol=1e-5)
     np.testing.assert_allclose(p[0, :, :5, :5].sum(-2), 1.0, atol=1e-5)
     assert (p[0, :, 5:, :] == 0).all() and (p[0, :, :, 5:] == 0).all()
@@ -278,33 +301,36 @@ def test_sinkhorn_permutation_is_doubly_stochastic():
 
 
 def test_sinkhorn_with_a_hard_permutation_matches_the_dense_sorted_pattern():
-    """At low temperature P is a permutation pi: block i sees blocks i and pi(i)."""
-    length, bs, heads = 40, 8, 2
+    """When P is a permutation pi of the real blocks, block i sees blocks i and pi(i) exactly."""
+    length, bs, heads, nb = 40, 8, 2, 5
     q, k, v = make_qkv(6, length=length, h=heads)
     mask = lengths_mask(length, [length, 27])
-    mixer = layer("sinkhorn", shape_for(length, h=heads), block_size=bs, sinkhorn_iters=300,
-                  temperature=0.02)
-    with x64():
-        perm = np.asarray(mixer.permutation(jnp.asarray(k), jnp.asarray(mask)))
     valid = [5, 4]  # blocks holding a real token
-    pi = perm.argmax(-1)
+    rng = np.random.default_rng(0)
+    pi = np.zeros((2, heads, nb), int)
+    perm = np.zeros((2, heads, nb, nb))
     for b in range(2):
-        sub = perm[b, :, : valid[b], : valid[b]]
-        assert np.abs(sub.max(-1) - 1.0).max() < 1e-7, "P is not (close to) a permutation"
-        np.testing.assert_array_equal(np.sort(pi[b, :, : valid[b]], -1),
-                                      np.broadcast_to(np.arange(valid[b]), (heads, valid[b])))
-    assert (pi[..., None] != np.arange(5)).any()  # not the identity everywhere
+        for h in range(heads):
+            pi[b, h, : valid[b]] = rng.permutation(valid[b])
+            perm[b, h, np.arange(valid[b]), pi[b, h, : valid[b]]] = 1.0
+
+    class GivenPermutation(SinkhornAttention):
+        def permutation(self, k, mask):
+            return jnp.asarray(perm, k.dtype)
+
+    mixer = GivenPermutation(shape_for(length, h=heads), block_size=bs, rngs=nnx.Rngs(0))
     blocks = np.arange(length) // bs
     allowed = np.zeros((2, heads, length, length), bool)
     for b in range(2):
         for h in range(heads):
             target = pi[b, h][blocks]  # pi(block of the query)
-            allowed[b, h] = (blocks[None, :] == blocks[:, None]) | (blocks[None, :] == target[:, None])
+            same = blocks[None, :] == blocks[:, None]
+            allowed[b, h] = same | (blocks[None, :] == target[:, None])
     allowed &= mask[:, None, None, :]
     got = attend64(mixer, q, k, v, mask)
     want = dense_reference(q, k, v, allowed)
     real = mask[:, :, None, None]
-    np.testing.assert_allclose(got * real, want * real, atol=1e-6)
+    np.testing.assert_allclose(got * real, want * real, atol=1e-10)
 
 
 def test_sinkhorn_matches_its_soft_definition():
@@ -315,7 +341,8 @@ def test_sinkhorn_matches_its_soft_definition():
     mixer = layer("sinkhorn", shape_for(48, h=heads), block_size=bs, sinkhorn_iters=4,
                   temperature=0.5)
     with x64():
-        perm = np.asarray(mixer.permutation(jnp.asarray(k), jnp.asarray(mask)))  # [B, H, 6, 6]
+        perm = jax.jit(mixer.permutation)(jnp.asarray(k), jnp.asarray(mask))
+        perm = np.asarray(perm)  # [B, H, 6, 6]
     nb = 6
 
     def blocks(x):
@@ -326,16 +353,17 @@ def test_sinkhorn_matches_its_soft_definition():
     real = blocks(mask.astype(float))  # [B, nb, bs]
     weight = np.einsum("bhij,bjs->bhis", perm, real)
     ok = weight > 1e-6
-    ks = np.einsum("bhij,bjshd->bhisd", perm, kb * real[..., None, None]) / np.where(ok, weight, 1)[..., None]
-    vs = np.einsum("bhij,bjshd->bhisd", perm, vb * real[..., None, None]) / np.where(ok, weight, 1)[..., None]
+    norm = 1.0 / np.where(ok, weight, 1)[..., None]
+    ks = np.einsum("bhij,bjshd->bhisd", perm, kb * real[..., None, None]) * norm
+    vs = np.einsum("bhij,bjshd->bhisd", perm, vb * real[..., None, None]) * norm
     s_own = np.einsum("bnqhd,bnkhd->bhnqk", qb, kb) / np.sqrt(8)
     s_sort = np.einsum("bnqhd,bhnkd->bhnqk", qb, ks) / np.sqrt(8)
     s = np.concatenate([s_own, s_sort], -1)
     m = np.concatenate([np.broadcast_to(real[:, None, :, None, :] > 0, s_own.shape),
                         np.broadcast_to(ok[:, :, :, None, :], s_sort.shape)], -1)
-    s = np.where(m, s, -np.inf)
+    s = np.where(m, s, -1e300)
     w = np.where(m, np.exp(s - s.max(-1, keepdims=True)), 0)
-    w /= w.sum(-1, keepdims=True)
+    w /= np.maximum(w.sum(-1, keepdims=True), 1e-300)
     out = (np.einsum("bhnqk,bnkhd->bnqhd", w[..., :bs], vb)
            + np.einsum("bhnqk,bhnkd->bnqhd", w[..., bs:], vs))
     want = out.reshape(2, nb * bs, heads, 8)[:, :length]
@@ -350,8 +378,8 @@ def test_sinkhorn_matches_its_soft_definition():
 # ---------------------------------------------------------------- padding
 
 
-@pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("cls", [False, True])
+@pytest.mark.parametrize("name,cls", [(n, False) for n in NAMES]
+                         + [("sparse_transformer", True), ("longformer", True)])
 def test_attend_ignores_padding_and_whatever_it_holds(name, cls):
     """Outputs at real positions are unchanged by appended padding, garbage or not."""
     short, long_ = 29, 48
@@ -365,20 +393,25 @@ def test_attend_ignores_padding_and_whatever_it_holds(name, cls):
     assert np.isfinite(full).all()
 
 
-def tiny_encoder(pooling, dtype=jnp.float32, dropout=0.1):
-    return EncoderConfig(vocab_size=11, max_len=40, num_layers=2, dim=16, num_heads=2, qkv_dim=16,
-                         mlp_dim=32, dropout=dropout, attention_dropout=dropout, pooling=pooling,
-                         dtype=dtype)
+def tiny_encoder(pooling, dtype=jnp.float32, dropout=0.1, num_layers=1):
+    return EncoderConfig(vocab_size=11, max_len=40, num_layers=num_layers, dim=16, num_heads=2,
+                         qkv_dim=16, mlp_dim=32, dropout=dropout, attention_dropout=dropout,
+                         pooling=pooling, dtype=dtype)
+
+
+@nnx.jit
+def evaluate(model, tokens):
+    return model(tokens)
 
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_appending_padding_does_not_change_the_logits(name, pooling):
     model = build_model(name, SMALL[name], tiny_encoder(pooling), 3, rngs=nnx.Rngs(0))
-    tokens = np.asarray(jax.random.randint(jax.random.key(1), (3, 21), 1, 11))
+    tokens = np.array(jax.random.randint(jax.random.key(1), (3, 21), 1, 11))
     tokens[1, 9:] = 0  # a shorter example inside the batch
     padded = np.concatenate([tokens, np.zeros((3, 40 - 21), tokens.dtype)], axis=1)
-    a, b = model(jnp.asarray(tokens)), model(jnp.asarray(padded))
+    a, b = evaluate(model, jnp.asarray(tokens)), evaluate(model, jnp.asarray(padded))
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
 
 
@@ -391,12 +424,17 @@ def test_bfloat16_attend_is_close_to_float64(name):
     mask = lengths_mask(45, [45, 3])  # example 2: most blocks are padding only
     mixer = layer(name, shape_for(45), **SMALL[name])
     want = attend64(mixer, q, k, v, mask)
-    got = mixer.attend(*(jnp.asarray(a, jnp.bfloat16) for a in (q, k, v)), jnp.asarray(mask),
-                       deterministic=True, rngs=None)
-    assert got.dtype == jnp.bfloat16
-    got = np.asarray(got.astype(jnp.float32))
+    got = np.asarray(attend(mixer, q, k, v, mask, jnp.bfloat16).astype(jnp.float32))
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, want, atol=0.08)
+
+
+def squared_logits(model, tokens, seed):
+    logits = model(tokens, deterministic=False, rngs=nnx.Rngs(dropout=jax.random.key(seed)))
+    return jnp.sum(logits.astype(jnp.float32) ** 2), logits
+
+
+train_step = nnx.jit(nnx.value_and_grad(squared_logits, has_aux=True))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -405,25 +443,26 @@ def test_forward_and_gradient_are_finite_and_deterministic(name, dtype):
     cfg = tiny_encoder("mean", dtype=dtype)
     model = build_model(name, SMALL[name], cfg, 3, rngs=nnx.Rngs(0))
     twin = build_model(name, SMALL[name], cfg, 3, rngs=nnx.Rngs(0))
-    tokens = np.asarray(jax.random.randint(jax.random.key(2), (3, 40), 1, 11))
+    tokens = np.array(jax.random.randint(jax.random.key(2), (3, 40), 1, 11))
     tokens[1, 5:] = 0
     tokens[2, :] = 0  # nothing but padding: every query sees no key
     tokens = jnp.asarray(tokens)
 
-    def loss(m, rng_seed):
-        logits = m(tokens, deterministic=False, rngs=nnx.Rngs(dropout=rng_seed))
-        return jnp.sum(logits.astype(jnp.float32) ** 2), logits
-
-    (value, logits), grads = nnx.value_and_grad(loss, has_aux=True)(model, 4)
+    (value, logits), grads = train_step(model, tokens, 4)  # dropout on
     assert np.isfinite(np.asarray(logits, np.float32)).all() and np.isfinite(float(value))
     leaves = jax.tree_util.tree_leaves(grads)
     assert leaves and all(np.isfinite(np.asarray(g, np.float32)).all() for g in leaves)
     assert any(np.abs(np.asarray(g, np.float32)).sum() > 0 for g in leaves)
-    # Same seed, same model and dropout: same result; evaluation is deterministic too.
-    (value2, _), _ = nnx.value_and_grad(loss, has_aux=True)(twin, 4)
-    assert float(value) == float(value2)
-    np.testing.assert_array_equal(np.asarray(model(tokens), np.float32),
-                                  np.asarray(twin(tokens), np.float32))
+    # Same seed: same parameters, same dropout masks, same result; another seed differs.
+    # (Equal up to rounding: GPU reductions need not be bitwise reproducible.)
+    tol = 1e-4 if dtype == jnp.float32 else 2e-2
+    (value2, _), grads2 = train_step(twin, tokens, 4)
+    np.testing.assert_allclose(float(value2), float(value), rtol=tol)
+    for g, g2 in zip(leaves, jax.tree_util.tree_leaves(grads2)):
+        g, g2 = np.asarray(g, np.float32), np.asarray(g2, np.float32)
+        np.testing.assert_allclose(g2, g, rtol=tol, atol=tol * (np.abs(g).max() + 1e-30))
+    (value3, _), _ = train_step(model, tokens, 5)
+    assert abs(float(value3) - float(value)) > 1e-3 * abs(float(value))
 
 
 # ---------------------------------------------------------------- no L x L
