@@ -126,6 +126,13 @@ def _fraction(key: str, text: str) -> float:
     return value
 
 
+def _unit_fraction(key: str, text: str) -> float:
+    value = _positive_float(key, text)
+    if value > 1:
+        raise LraError(f"{key}={text!r} must be a fraction in (0, 1]")
+    return value
+
+
 def _bool(key: str, text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("true", "1", "yes", "on"):
@@ -208,19 +215,21 @@ OPTIONS: dict[str, tuple[Callable[[str, str], Any], Any, str]] = {
     "mode": (_choice(MODES), "both", "train (steps/s), infer (examples/s) or both"),
     "precision": (_choice(PRECISIONS), "bf16", "compute dtype; parameters stay fp32"),
     "out": (_text, "results", "output folder"),
-    "tag": (_auto(_slug_text), None, "suffix for the output file names"),
+    "tag": (_auto(_slug_text), None, "suffix for the output file names (default: none)"),
     "repeats": (_auto(_positive_int), None, "timed steps (auto: about timing_s seconds, 3..50 steps)"),
     "warmup": (_positive_int, 2, "untimed steps after compilation"),
     "timing_s": (_positive_float, 2.0, "target seconds of timed steps when repeats=auto"),
     "peak_tflops": (_auto(_positive_float), None, "peak for MFU (auto: 790 bf16 / 67 fp32 on GPU, none on CPU)"),
     "timeout": (_positive_float, 600.0, "seconds one (model, length) subprocess may take"),
-    "budget": (_auto(_positive_float), None, "seconds for the whole sweep; later configs become 'skipped'"),
-    "skip_after": (_auto(_positive_float), None, "skip a model's longer lengths once one took more seconds than this"),
-    "memory_limit": (_auto(_bytes), None, "mark a config 'oom' without running it if its compiled footprint exceeds this"),
-    "mem_fraction": (_positive_float, 0.9, "XLA_PYTHON_CLIENT_MEM_FRACTION for GPU subprocesses (unless set)"),
+    "budget": (_auto(_positive_float), None, "seconds for the whole sweep; later configs become 'skipped' (default: none)"),
+    "skip_after": (_auto(_positive_float), None, "skip a model's longer lengths once one took more seconds than this (default: none)"),
+    "memory_limit": (_auto(_bytes), None, "mark a config 'oom' without running it if its compiled footprint exceeds this, e.g. 40GiB (default: none)"),
+    "mem_fraction": (_unit_fraction, 0.9, "XLA_PYTHON_CLIENT_MEM_FRACTION for GPU subprocesses (unless set)"),
     "isolate": (_bool, True, "one fresh subprocess per (model, length); false = in-process, no peak memory"),
     "workers": (_auto(_positive_int), None, "concurrent subprocesses, one GPU each (auto: all GPUs; 1 on CPU)"),
     "baselines": (_bool, True, "always add transformer_xla and transformer_cudnn"),
+    "resume": (_bool, False, "keep the rows of an earlier run in the same output files (same shape, "
+               "batch, precision, mode) and run only the rest; 'skipped' rows run again"),
     "plot": (_bool, True, "write the PNG plot (needs matplotlib: pip install 'lra[plot]')"),
     "seed": (_nonnegative_int, 0, "parameter and token seed"),
     "layers": (_positive_int, 4, "encoder layers"),
@@ -247,9 +256,15 @@ def usage() -> str:
         "keys:",
     ]
     for key, (_, default, text) in OPTIONS.items():
-        shown = "auto" if default is None and key not in ("model",) else default
-        if isinstance(shown, list):
-            shown = "[" + ",".join(map(str, shown)) + "]"
+        if default is None:  # the help text says what happens without it
+            lines.append(f"  {key:<18} {text}")
+            continue
+        if isinstance(default, list):
+            shown = "[" + ",".join(map(str, default)) + "]"
+        elif isinstance(default, bool):
+            shown = str(default).lower()
+        else:
+            shown = default
         lines.append(f"  {key:<18} {text} (default: {shown})")
     lines += [
         "  <model>.<option>   a model option, e.g. linformer.k=256 performer.num_features=128",
@@ -379,7 +394,17 @@ def unsupported_reason(name: str, backend: str, precision: str) -> str | None:
 
 
 def linear_models(names: list[str]) -> list[str]:
-    return [n for n in names if n in LINEAR_MODELS]
+    """Models whose memory should grow linearly: the LINEAR_MODELS names, and any
+    registered mixer class that sets `linear_time = True`."""
+    try:
+        registry = _model_registry()
+    except Exception:  # noqa: BLE001 - the report must not fail on this
+        registry = None
+
+    def declared(name):
+        return bool(registry and name in registry and getattr(registry.get(name), "linear_time", False))
+
+    return [n for n in names if n in LINEAR_MODELS or declared(n)]
 
 
 # ---------------------------------------------------------------------------
@@ -413,8 +438,9 @@ def _trainer_module():
         package, auto = types.ModuleType("tqdm"), types.ModuleType("tqdm.auto")
         auto.tqdm = package.tqdm = _NoBar
         package.auto = auto
-        sys.modules.setdefault("tqdm", package)
-        sys.modules.setdefault("tqdm.auto", auto)
+        for name, module in (("tqdm", package), ("tqdm.auto", auto)):
+            if sys.modules.get(name) is None:
+                sys.modules[name] = module
         import lra.trainer as trainer
     return trainer
 
@@ -818,7 +844,8 @@ def device_slug(device_kind: str) -> str:
 class Sweep:
     """Runs the configurations, keeps the rows and rewrites the outputs after each."""
 
-    def __init__(self, settings, entries, device, paths, command):
+    def __init__(self, settings, entries, device, paths, command, previous=None):
+        self.previous = previous or {}
         self.settings = settings
         self.entries = entries
         self.device = device
@@ -856,20 +883,40 @@ class Sweep:
             "precision": s["precision"], "mode": s["mode"],
         }
 
+    def precheck(self, entry, length) -> str | None:
+        """The model's own config check at this length, here, without a subprocess."""
+        import jax.numpy as jnp
+
+        from lra.models import EncoderConfig, check_model
+
+        s = self.settings
+        enc = EncoderConfig(
+            vocab_size=s["vocab"], max_len=length, num_layers=s["layers"], dim=s["dim"],
+            num_heads=s["heads"], qkv_dim=s["qkv_dim"], mlp_dim=s["mlp_dim"], dropout=s["dropout"],
+            attention_dropout=s["attention_dropout"], pooling=s["pooling"],
+            dtype={"bf16": jnp.bfloat16, "fp32": jnp.float32}[s["precision"]],
+        )
+        try:
+            check_model(entry["base"], dict(entry["options"]), enc)
+        except LraError as err:
+            return f"LraError: {err}"
+        return None
+
     def remaining(self) -> float | None:
         if self.settings["budget"] is None:
             return None
         return self.settings["budget"] - (time.perf_counter() - self.start)
 
-    def emit(self, entry, length, result) -> None:
+    def emit(self, entry, length, result, kept: bool = False) -> None:
         row = {**self.base_row(entry, length), **result}
-        if not self.settings["isolate"]:
+        if not self.settings["isolate"] and not kept:
             row["peak_bytes_train"] = row["peak_bytes_infer"] = None  # not isolated: meaningless
         with self.lock:
             self.rows.append(row)
             done = len(self.rows)
             write_outputs(self, plot=False)
-        print(progress_line(row, done, self.total), flush=True)
+        print(progress_line(row, done, self.total) + (" (kept from the earlier run)" if kept else ""),
+              flush=True)
 
     def run_model(self, entry, gpu, workdir, lane: int = 0) -> None:
         s = self.settings
@@ -877,20 +924,30 @@ class Sweep:
         for length in s["lengths"]:
             reason = unsupported_reason(entry["name"], self.device["backend"], s["precision"])
             left = self.remaining()
-            if reason:
+            kept = self.previous.get((entry["name"], length))
+            if kept is not None and kept["options"] != json.dumps(entry["options"], sort_keys=True):
+                kept = None  # measured with other model options: run again
+            if kept is not None:
+                result = {k: v for k, v in kept.items() if k in COLUMNS and v is not None}
+            elif reason:
                 result = {"status": "unsupported", "message": reason}
             elif stop:
                 result = {"status": "skipped", "message": stop}
             elif left is not None and left < 10:
                 result = {"status": "skipped", "message": "time budget spent"}
+            elif s["isolate"] and (problem := self.precheck(entry, length)):
+                result = {"status": "error", "message": problem}
             elif s["isolate"]:
                 timeout = s["timeout"] if left is None else min(s["timeout"], left)
                 env = _child_env(s, gpu, self.device["backend"])
                 cache = workdir / f"jax-cache-lane{lane}"  # one process at a time uses it
                 result = run_isolated(self.spec(entry, length, str(cache)), env, timeout, workdir)
+                if result["status"] == "timeout" and timeout < s["timeout"]:
+                    result.update(status="skipped",
+                                  message=f"time budget spent (killed after {timeout:.0f} s)")
             else:
                 result = run_config(self.spec(entry, length))
-            self.emit(entry, length, result)
+            self.emit(entry, length, result, kept=kept is not None)
             status = result["status"]
             if status in ("oom", "timeout") and not stop:
                 stop = f"not run: {status} at length {length}"
@@ -953,8 +1010,9 @@ def progress_line(row: dict[str, Any], done: int, total: int) -> str:
         or row.get("compiled_bytes_train") or row.get("compiled_bytes_infer")
     if memory:
         parts.append(_fmt_bytes(memory))
-    if row.get("compile_train_s") is not None:
-        parts.append(f"compile {row['compile_train_s']:.1f} s")
+    compile_s = (row.get("compile_train_s") or 0) + (row.get("compile_infer_s") or 0)
+    if compile_s:
+        parts.append(f"compile {compile_s:.1f} s")
     parts.append(f"wall {row.get('wall_s', 0):.1f} s")
     return f"{head} " + ", ".join(parts)
 
@@ -1000,6 +1058,14 @@ def _ratio(a, b):
     return a / b
 
 
+def _out_of_reach(row: dict[str, Any]) -> bool:
+    """The configuration failed for its size: out of memory or time, or skipped after that."""
+    if row["status"] in ("oom", "timeout"):
+        return True
+    message = row.get("message") or ""
+    return row["status"] == "skipped" and message.startswith(("not run: oom", "not run: timeout"))
+
+
 def crossover(rows: list[dict[str, Any]], model: str, baseline: str) -> str:
     """The shortest length from which `model` trains faster than `baseline` at every
     longer measured length (a baseline that ran out of memory counts as slower)."""
@@ -1008,9 +1074,11 @@ def crossover(rows: list[dict[str, Any]], model: str, baseline: str) -> str:
         if r["model"] in (model, baseline):
             by_len.setdefault(r["length"], {})[r["model"]] = r
     lengths = sorted(by_len)
-    base_rows = [by_len[L].get(baseline) for L in lengths]
-    if not any(b is not None and b["status"] in ("ok", "oom", "skipped") for b in base_rows):
-        return "n/a (baseline not run)"
+    base_rows = [by_len[L].get(baseline) for L in lengths if by_len[L].get(baseline)]
+    if base_rows and all(b["status"] == "unsupported" for b in base_rows):
+        return f"n/a ({baseline} unsupported here)"
+    if not any(b["status"] in ("ok", "oom", "skipped", "timeout") for b in base_rows):
+        return f"n/a ({baseline} did not run)"
     wins: list[tuple[int, bool | None, str]] = []
     for L in lengths:
         m, b = by_len[L].get(model), by_len[L].get(baseline)
@@ -1019,7 +1087,7 @@ def crossover(rows: list[dict[str, Any]], model: str, baseline: str) -> str:
             continue
         if b is not None and b["status"] == "ok" and b.get("train_steps_per_s"):
             wins.append((L, m["train_steps_per_s"] > b["train_steps_per_s"], ""))
-        elif b is not None and b["status"] in ("oom", "skipped", "timeout"):
+        elif b is not None and _out_of_reach(b):
             wins.append((L, True, f" ({baseline} {b['status']})"))
         else:
             wins.append((L, None, ""))
@@ -1158,7 +1226,7 @@ def render_markdown(sweep: Sweep, rows: list[dict[str, Any]], plot_note: str | N
         "- MFU: training FLOPs per second / " + (
             f"{sweep.peak_flops / 1e12:g} TFLOP/s peak" if sweep.peak_flops else
             "no peak (not a GPU and no peak_tflops= given): MFU not computed") + ".",
-        f"- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
         f"- Date: {sweep.paths.get('date', '')}",
         "",
     ]
@@ -1289,15 +1357,19 @@ def write_plot(rows: list[dict[str, Any]], path: Path, title: str, train: bool) 
     speed_key = "train_steps_per_s" if train else "infer_examples_per_s"
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
     models = list(dict.fromkeys(r["model"] for r in rows))
+    colours = plt.get_cmap("tab20")
+    markers = "os^vD<>ph*"
     drawn = False
-    for model in models:
+    for index, model in enumerate(models):
         points = sorted((r["length"], r[speed_key], r["memory_bytes"]) for r in rows
                         if r["model"] == model and r["status"] == "ok")
         if not points:
             continue
-        style = dict(marker="o", linewidth=1.4, markersize=4)
+        style = dict(marker=markers[index % len(markers)], linewidth=1.4, markersize=4,
+                     color=colours(index % 20))
         if model in BASELINES:
-            style.update(linewidth=2.6, linestyle="--", color="black" if model.endswith("cudnn") else "grey")
+            style.update(linewidth=2.6, linestyle="--", marker="o",
+                         color="black" if model.endswith("cudnn") else "grey")
         xs = [p[0] for p in points]
         axes[0].plot(xs, [p[1] for p in points], label=model, **style)
         mem = [(p[0], p[2] / 2**30) for p in points if p[2]]
@@ -1308,11 +1380,17 @@ def write_plot(rows: list[dict[str, Any]], path: Path, title: str, train: bool) 
         plt.close(fig)
         return "Plot skipped: no configuration ran."
     axes[0].set_ylabel("training steps/s" if train else "inference examples/s")
-    axes[1].set_ylabel("memory (GiB)")
+    sources = {r["memory_source"] for r in rows if r["memory_source"]}
+    axes[1].set_ylabel("peak memory (GiB)" if sources == {"peak_bytes_in_use"}
+                       else "compiled footprint (GiB)" if sources == {"compiled"} else "memory (GiB)")
+    lengths = sorted({r["length"] for r in rows})
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel("sequence length")
+        ax.set_xticks(lengths)
+        ax.set_xticklabels([str(L) for L in lengths], rotation=45 if len(lengths) > 6 else 0)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlabel("sequence length (tokens)")
         ax.grid(True, which="both", alpha=0.3)
     axes[1].legend(fontsize=7, loc="best")
     fig.suptitle(title)
@@ -1386,6 +1464,33 @@ def _probe_device(settings: dict[str, Any]) -> dict[str, Any]:
         return json.loads(result.read_text())
 
 
+# Settings that change what a row measures: rows kept by resume=true must agree on them.
+SIGNATURE = ("batch", "precision", "mode", "layers", "dim", "heads", "qkv_dim", "mlp_dim", "vocab",
+             "classes", "dropout", "attention_dropout", "pooling", "seed", "memory_limit")
+
+
+def load_previous(path: Path, settings: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    """Rows of an earlier run in the same output files, for resume=true ('skipped' rows
+    are dropped, so that they run again)."""
+    if not path.is_file():
+        print(f"lra bench: resume=true, but there is no {path} yet; running everything", flush=True)
+        return {}
+    try:
+        record = json.loads(path.read_text())
+        before = record["settings"]
+        rows = record["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise LraError(f"cannot resume from {path}: {err}; move it away or use another out= or tag=")
+    different = [k for k in SIGNATURE if before.get(k) != settings[k]]
+    if different:
+        detail = ", ".join(f"{k}={before.get(k)} (now {settings[k]})" for k in different)
+        raise LraError(f"cannot resume from {path}: it was measured with {detail}; "
+                       "use another out= or tag=, or the same settings")
+    kept = {(r["model"], int(r["length"])): r for r in rows if r.get("status") not in (None, "skipped")}
+    print(f"lra bench: resume=true: keeping {len(kept)} row(s) of {path}", flush=True)
+    return kept
+
+
 def main(args: list[str]) -> int:
     if any(a in ("-h", "--help", "help") for a in args):
         print(usage())
@@ -1407,7 +1512,8 @@ def main(args: list[str]) -> int:
     paths = {"dir": out, "csv": out / f"{stem}.csv", "md": out / f"{stem}.md",
              "png": out / f"{stem}.png", "json": out / f"{stem}.json", "date": utc_now()}
     command = "lra bench " + " ".join(args)
-    sweep = Sweep(settings, entries, device, paths, command)
+    previous = load_previous(paths["json"], settings) if settings["resume"] else {}
+    sweep = Sweep(settings, entries, device, paths, command, previous)
     print(f"lra bench: {len(entries)} model(s) x {len(settings['lengths'])} length(s) on "
           f"{device['device_kind']} ({device['backend']}), {settings['precision']}, "
           f"batch {settings['batch']}, mode {settings['mode']}", flush=True)

@@ -1,0 +1,174 @@
+"""`lra bench` on the CPU at tiny sizes: schema, statuses, ratios, failures as rows."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from lra import bench
+from lra.errors import LraError
+from lra.registry import MODELS, load_all
+
+load_all()
+
+TINY = ["batch=2", "layers=1", "dim=32", "heads=2", "qkv_dim=32", "mlp_dim=64", "precision=fp32",
+        "warmup=1", "repeats=3"]
+OTHER = "linear_transformer" if "linear_transformer" in MODELS else None
+
+
+@pytest.fixture(autouse=True)
+def cpu_children(monkeypatch):
+    """Measured subprocesses run on the CPU (and the device probe is skipped); XLA
+    optimises less, which halves compile time: a smoke test needs no fast steps."""
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        return reader.fieldnames, list(reader)
+
+
+def test_two_models_on_cpu_schema_statuses_and_ratios(tmp_path, capsys):
+    models = ["model=" + OTHER] if OTHER else ["model=transformer_cudnn"]
+    rc = bench.main([*models, "lengths=[64,128]", *TINY, f"out={tmp_path}"])
+    assert rc == 0
+    columns, rows = read_csv(tmp_path / "efficiency-cpu.csv")
+    assert columns == list(bench.COLUMNS)
+    by = {(r["model"], int(r["length"])): r for r in rows}
+    expected = {"transformer_xla", "transformer_cudnn"} | ({OTHER} if OTHER else set())
+    assert {m for m, _ in by} == expected
+    assert len(rows) == len(expected) * 2
+    assert all(r["status"] in bench.STATUSES for r in rows)
+    for length in (64, 128):
+        cudnn = by["transformer_cudnn", length]
+        assert cudnn["status"] == "unsupported" and "GPU" in cudnn["message"]
+        for model in expected - {"transformer_cudnn"}:
+            row = by[model, length]
+            assert row["status"] == "ok", row["message"]
+            assert float(row["train_steps_per_s"]) > 0 and float(row["infer_examples_per_s"]) > 0
+            assert float(row["train_tokens_per_s"]) == pytest.approx(
+                float(row["train_steps_per_s"]) * 2 * length)
+            assert float(row["compile_train_s"]) > 0 and float(row["compile_infer_s"]) > 0
+            assert int(row["compiled_bytes_train"]) > 0 and int(row["seq_len"]) == length + 1
+            assert row["peak_bytes_train"] == ""  # the CPU reports no memory stats
+            assert row["memory_source"] == "compiled"
+            assert float(row["train_flops"]) > 0 and row["flops_source"] == "xla"
+            assert row["train_mfu"] == ""  # no peak on the CPU unless peak_tflops= is given
+            assert int(row["train_repeats"]) == 3
+            assert row["steps_ratio_vs_transformer_cudnn"] == ""
+        base = by["transformer_xla", length]
+        for column in ("steps_ratio_vs_transformer_xla", "memory_ratio_vs_transformer_xla",
+                       "infer_ratio_vs_transformer_xla"):
+            assert float(base[column]) == 1.0
+        if OTHER:
+            other = by[OTHER, length]
+            assert float(other["steps_ratio_vs_transformer_xla"]) == pytest.approx(
+                float(other["train_steps_per_s"]) / float(base["train_steps_per_s"]))
+    md = (tmp_path / "efficiency-cpu.md").read_text()
+    for section in ("## Training steps per second", "relative to transformer_xla",
+                    "## Inference examples per second", "## Compile time",
+                    "## Where efficient models overtake", "## Memory against length",
+                    "given, not measured here", "attention dropout 0.0"):
+        assert section in md
+    if OTHER:
+        assert f"| {OTHER} |" in md.split("## Memory against length")[1]
+    record = json.loads((tmp_path / "efficiency-cpu.json").read_text())
+    assert record["device"]["backend"] == "cpu" and len(record["rows"]) == len(rows)
+    try:
+        import matplotlib  # noqa: F401
+        assert (tmp_path / "efficiency-cpu.png").stat().st_size > 0
+    except ImportError:
+        assert "Plot skipped" in md and "Plot skipped" in capsys.readouterr().out
+
+
+def test_forced_failures_become_rows(tmp_path):
+    """An invalid model option is an error row, an over-budget config an oom row."""
+    if "linformer" not in MODELS or OTHER is None:
+        pytest.skip("needs linformer and linear_transformer")
+    rc = bench.main(["model=linear_transformer,linformer", "linformer.k=0", "memory_limit=1KB",
+                     "baselines=false", "lengths=[64]", "mode=infer", "isolate=false", *TINY,
+                     f"out={tmp_path}", "plot=false"])
+    assert rc == 1  # an error row makes the exit status 1; the sweep itself finished
+    _, rows = read_csv(tmp_path / "efficiency-cpu.csv")
+    by = {r["model"]: r for r in rows}
+    assert by["linformer"]["status"] == "error" and "k" in by["linformer"]["message"]
+    assert by["linear_transformer"]["status"] == "oom"
+    assert "memory_limit" in by["linear_transformer"]["message"]
+    assert "## Rows that did not run" in (tmp_path / "efficiency-cpu.md").read_text()
+
+
+def test_timeout_is_a_row_and_skips_longer_lengths(tmp_path):
+    model = OTHER or "transformer_xla"
+    rc = bench.main([f"model={model}", "baselines=false", "lengths=[64,128]", "timeout=0.5",
+                     *TINY, f"out={tmp_path}", "plot=false", "mode=train"])
+    assert rc == 0
+    _, rows = read_csv(tmp_path / "efficiency-cpu.csv")
+    assert [r["status"] for r in rows] == ["timeout", "skipped"]
+    assert "timeout at length 64" in rows[1]["message"]
+
+
+def test_resume_keeps_earlier_rows_and_runs_the_rest(tmp_path):
+    model = OTHER or "transformer_xla"
+    common = [f"model={model}", "baselines=false", "mode=infer", "isolate=false", *TINY,
+              f"out={tmp_path}", "plot=false"]
+    assert bench.main([*common, "lengths=[64]"]) == 0
+    _, first = read_csv(tmp_path / "efficiency-cpu.csv")
+    assert bench.main([*common, "lengths=[64,128]", "resume=true"]) == 0
+    _, second = read_csv(tmp_path / "efficiency-cpu.csv")
+    assert [(r["length"], r["status"]) for r in second] == [("64", "ok"), ("128", "ok")]
+    assert second[0]["infer_step_ms"] == first[0]["infer_step_ms"]  # kept, not measured again
+    with pytest.raises(LraError, match="batch=2 \\(now 4\\)"):
+        bench.main([*[a for a in common if a != "batch=2"], "batch=4", "lengths=[64]", "resume=true"])
+
+
+@pytest.mark.parametrize("args", [
+    ["lengths=abc"], ["lengths=[]"], ["mode=fast"], ["precision=fp8"], ["bogus=1"], ["batch=0"],
+    ["model=nope"], ["linformer.nope=1", "model=linformer"], ["performer.k=1", "model=linformer"],
+    ["transformer_xla.implementation=cudnn"], ["memory_limit=lots"], ["heads=3"], ["lengths"],
+    ["isolate=maybe"],
+])
+def test_bad_arguments_are_one_line_errors(args, tmp_path):
+    with pytest.raises(LraError) as err:
+        bench.main([*args, f"out={tmp_path}"])
+    assert "\n" not in str(err.value)
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_hook(capsys):
+    from lra.cli import main
+
+    assert main(["bench", "--help"]) == 0
+    assert "lra bench" in capsys.readouterr().out
+    assert main(["bench", "mode=fast"]) == 2
+    assert "lra bench: error: mode='fast'" in capsys.readouterr().err
+
+
+def test_report_helpers():
+    def row(model, length, status="ok", steps=None, memory=None):
+        return {"model": model, "length": length, "status": status,
+                "train_steps_per_s": steps, "memory_bytes": memory}
+
+    rows = [
+        row("transformer_cudnn", 1024, steps=100), row("transformer_cudnn", 2048, steps=40),
+        row("transformer_cudnn", 4096, status="oom"),
+        row("fast", 1024, steps=50, memory=10 + 2 * 1024), row("fast", 2048, steps=45, memory=10 + 2 * 2048),
+        row("fast", 4096, steps=20, memory=10 + 2 * 4096),
+        row("slow", 1024, steps=10), row("slow", 2048, steps=5), row("slow", 4096, status="oom"),
+    ]
+    assert bench.crossover(rows, "fast", "transformer_cudnn") == "2048 (transformer_cudnn oom from 4096)"
+    assert bench.crossover(rows, "slow", "transformer_cudnn") == "not within the tested lengths"
+    assert bench.crossover(rows, "fast", "transformer_xla") == "n/a (transformer_xla did not run)"
+    cpu = [row("transformer_cudnn", 1024, status="unsupported"), row("fast", 1024, steps=5)]
+    assert bench.crossover(cpu, "fast", "transformer_cudnn") == "n/a (transformer_cudnn unsupported here)"
+    fit = bench.memory_fit(rows, "fast")
+    assert fit["slope"] == pytest.approx(2.0) and fit["intercept"] == pytest.approx(10.0)
+    assert fit["r2"] == pytest.approx(1.0) and fit["points"] == 3
+    assert bench.memory_fit(rows, "slow") is None
+    assert bench.device_slug("NVIDIA H200") == "nvidia-h200"
+    assert bench.attention_flops(32, 4, 1025, 64, 4, train=False) == 4 * 32 * 4 * 1025**2 * 64 * 4
+    table = bench.pytorch_comparison([row("transformer_cudnn", 1024, steps=134.0)])
+    assert table[0]["ratio_cudnn"] == pytest.approx(134 / 121) and table[0]["meets_target"]
