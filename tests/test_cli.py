@@ -45,10 +45,11 @@ def test_help_lists_tasks_and_models(tmp_path):
         ("experiment=nope", ["unknown experiment 'nope'", "quick"]),
         ("trainer.max_steps=-1", ["trainer.max_steps must be a positive integer"]),
         ("trainer.batch_size=0", ["trainer.batch_size must be a positive integer"]),
-        ("trainer.nosuch=1", ["bad configuration"]),
-        ("model.window=3", ["no option 'window'"]),
+        ("trainer.nosuch=1", ["trainer.nosuch", "--cfg job"]),
+        ("model.window=3", ["model.window"]),
+        ("+model.window=3", ["no option 'window'", "implementation"]),
         ("encoder.num_heads=3", ["does not divide"]),
-        ("task.seq_len=abc", ["bad configuration"]),
+        ("task.seq_len=abc", ["wrong type", "abc"]),
     ],
 )
 def test_bad_overrides_fail_in_one_line_without_a_run(tmp_path, override, fragments):
