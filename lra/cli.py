@@ -120,7 +120,8 @@ def _hydra_train(cfg) -> None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        record = train_and_record(cfg, run_dir, progress=bool(cfg.progress))
+        experiment = hydra_cfg.runtime.choices.get("experiment")
+        record = train_and_record(cfg, run_dir, progress=bool(cfg.progress), experiment=experiment)
     except LraError as err:
         _remove_if_empty(run_dir)
         if hydra_cfg.mode == RunMode.MULTIRUN:  # one bad job must not stop a sweep

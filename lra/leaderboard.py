@@ -4,7 +4,8 @@ One row per model, one column per task (mean test accuracy over seeds, in
 percent), with the standard deviation and the number of runs beside it, and
 LRA's averages: over all six tasks and over the five without Path-X, which
 most papers report. A model missing a task gets no average. Only completed
-runs count. Output is sorted and formatted deterministically, so the same
+runs count. Runs made with an experiment preset get their own column,
+`task[preset]` (e.g. `listops[quick]`), and stay out of the averages. Output is sorted and formatted deterministically, so the same
 records always give byte-identical files.
 """
 
@@ -30,7 +31,7 @@ def load_runs(roots) -> pd.DataFrame:
         rows.append(
             {
                 "model": record["model"],
-                "task": record["task"],
+                "task": record["task"] + (f"[{record['experiment']}]" if record.get("experiment") else ""),
                 "seed": record["seed"],
                 "test_accuracy": 100.0 * float(record["test"]["accuracy"]),
             }

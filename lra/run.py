@@ -94,8 +94,12 @@ def device_info() -> dict[str, Any]:
 
 
 def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None = None,
-                     progress: bool = True) -> dict[str, Any]:
-    """Run one training job described by a composed config and write its record."""
+                     progress: bool = True, experiment: str | None = None) -> dict[str, Any]:
+    """Run one training job described by a composed config and write its record.
+
+    `experiment` names the preset the config was composed with (the leaderboard
+    keeps preset runs apart from runs of the task's own configuration).
+    """
     spec, enc = validate(cfg)
     splits, manifest = lra_data.load(cfg.task, cfg.data_dir)
     seed = int(cfg.seed)
@@ -116,6 +120,7 @@ def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None 
         "task": spec.name,
         "model": cfg.model.name,
         "seed": seed,
+        "experiment": experiment,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "data": {"key": manifest["key"], "source": manifest.get("source"), "counts": manifest["counts"]},
         "started": started,

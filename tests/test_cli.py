@@ -93,9 +93,11 @@ def test_train_then_leaderboard_end_to_end(tmp_path):
     assert len(records) == 1
     record = json.loads(records[0].read_text())
     assert record["status"] == "completed" and record["task"] == "listops"
+    assert record["experiment"] == "quick"
     board = lra("leaderboard", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "results"),
                 cwd=tmp_path)
     assert board.returncode == 0, board.stderr
     csv_text = (tmp_path / "results" / "leaderboard.csv").read_text()
+    assert csv_text.splitlines()[0].startswith("model,listops[quick],")
     assert csv_text.splitlines()[1].startswith("transformer,")
     assert (tmp_path / "results" / "leaderboard.md").exists()

@@ -10,11 +10,11 @@ from lra.leaderboard import write_leaderboard
 TASKS6 = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 
 
-def record(root, name, model, task, seed, accuracy, status="completed"):
+def record(root, name, model, task, seed, accuracy, status="completed", experiment=None):
     folder = root / name
     folder.mkdir(parents=True)
     payload = {"model": model, "task": task, "seed": seed, "status": status,
-               "test": {"accuracy": accuracy, "loss": 1.0}}
+               "experiment": experiment, "test": {"accuracy": accuracy, "loss": 1.0}}
     (folder / "record.json").write_text(json.dumps(payload))
 
 
@@ -27,6 +27,7 @@ def runs(tmp_path):
     record(root, "d", "performer", "listops", 0, 0.18)
     record(root, "e", "performer", "listops", 1, 0.99, status="failed")  # must not count
     record(root, "f", "performer", "text", 0, 0.65)
+    record(root, "q", "s4d", "listops", 0, 0.99, experiment="quick")  # a preset: own column
     for i, task in enumerate(TASKS6):
         record(root, f"g{i}", "s4d", task, 0, 0.5 + 0.05 * i)
     return root
@@ -34,13 +35,15 @@ def runs(tmp_path):
 
 def test_table_has_means_stds_counts_and_averages(runs, tmp_path):
     csv_path, md_path, count = write_leaderboard([runs], tmp_path / "out")
-    assert count == 11
+    assert count == 12
     table = pd.read_csv(csv_path).set_index("model")
     assert table.loc["transformer", "listops"] == pytest.approx(37.0)
     assert table.loc["transformer", "listops_std"] == pytest.approx(pd.Series([36.0, 38.0]).std(), abs=1e-4)
     assert table.loc["transformer", "listops_count"] == 2
     assert table.loc["performer", "listops"] == pytest.approx(18.0)  # the failed run is ignored
     assert table.loc["performer", "listops_count"] == 1
+    assert table.loc["s4d", "listops[quick]"] == pytest.approx(99.0)
+    assert table.loc["s4d", "listops"] == pytest.approx(50.0)
     assert table.loc["s4d", "avg"] == pytest.approx(100 * (0.5 + 0.05 * 2.5))
     assert table.loc["s4d", "avg_no_pathx"] == pytest.approx(100 * (0.5 + 0.05 * 2))
     assert pd.isna(table.loc["transformer", "avg"])  # missing tasks: no average
