@@ -7,6 +7,7 @@ import json
 
 from lra import data as lra_data
 from lra.errors import LraError
+from lra.tasks.base import SPLITS
 
 
 def main(args: list[str]) -> int:
@@ -34,7 +35,7 @@ def main(args: list[str]) -> int:
         load_all()
         path = lra_data.prepare(cfg.task, cfg.data_dir, force=opts.force)
         manifest = lra_data.read_manifest(path)
-        counts = ", ".join(f"{k} {v['examples']}" for k, v in manifest["counts"].items())
+        counts = ", ".join(f"{k} {manifest['counts'][k]['examples']}" for k in SPLITS)
         print(f"prepared {opts.task} ({counts}) in {path}")
         return 0
     caches = lra_data.list_prepared(data_dir)
@@ -43,7 +44,7 @@ def main(args: list[str]) -> int:
         return 0
     failed = 0
     for path, manifest in caches:
-        counts = "/".join(str(v["examples"]) for v in manifest["counts"].values())
+        counts = "/".join(str(manifest["counts"][k]["examples"]) for k in SPLITS)
         if opts.action == "info":
             source = json.dumps(manifest.get("data"), sort_keys=True)
             print(f"{manifest['task']:<11} {path}  train/val/test {counts}  {source}")
