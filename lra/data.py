@@ -22,7 +22,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from lra.errors import LraError
-from lra.tasks.base import SPLITS, Task, check_split, get_task
+from lra.tasks.base import SPLITS, Task, check_split, get_task, sha256_file
 
 MANIFEST = "manifest.json"
 
@@ -64,14 +64,6 @@ def _cli_value(value) -> str:
         return "null"
     text = json.dumps(value) if not isinstance(value, str) else value
     return f"'{text}'" if any(c in text for c in " ,[]{}") else text
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def prepare(task_cfg, data_dir: str | os.PathLike, *, force: bool = False) -> Path:

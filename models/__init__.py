@@ -17,7 +17,7 @@ from lra.errors import LraError
 from lra.registry import MODELS
 from lra.models.encoder import INTERACTIONS, POOLINGS, Classifier, DualClassifier, EncoderConfig
 
-_INFRASTRUCTURE = {"attention", "encoder"}
+_INFRASTRUCTURE = {"attention", "encoder", "blocks"}
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _INFRASTRUCTURE and not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")

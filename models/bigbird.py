@@ -38,7 +38,7 @@ from flax import nnx
 
 from lra.registry import MODELS
 from lra.models.attention import MixerShape, SelfAttention
-from lra.models.local import blocked, check_int, joint_softmax, scaled_scores, weighted_values
+from lra.models.blocks import blocked, check_int, joint_softmax, scaled_scores, weighted_values
 
 
 @functools.lru_cache(maxsize=64)

@@ -33,7 +33,7 @@ from flax import nnx
 from lra.errors import LraError
 from lra.registry import MODELS
 from lra.models.attention import MixerShape, SelfAttention
-from lra.models.local import (
+from lra.models.blocks import (
     blocked,
     check_int,
     cls_token,

@@ -39,7 +39,7 @@ from flax import nnx
 from lra.errors import LraError
 from lra.registry import MODELS
 from lra.models.attention import KERNEL_INIT, MixerShape, SelfAttention
-from lra.models.local import (
+from lra.models.blocks import (
     NEG,
     acc_dtype,
     blocked,

@@ -13,6 +13,8 @@ Array conventions, shared by every task and relied on by models and loader:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -91,3 +93,21 @@ def get_task(name: str) -> Task:
     from lra.registry import TASKS
 
     return TASKS.get(name)()
+
+
+def sha256_file(path: Path) -> str:
+    """Checksum of a source or cache file, for manifests."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def import_tfds(local_sources: str):
+    """tensorflow_datasets, or one line saying how to get it or which local source to use."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as err:
+        raise LraError(
+            f"task.data.source=tfds needs tensorflow-datasets and tensorflow ({err}); "
+            f"run: pip install -e .[tfds], or use a local copy with {local_sources}"
+        ) from None
+    return tfds

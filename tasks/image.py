@@ -63,7 +63,7 @@ import numpy as np
 
 from lra.errors import LraError
 from lra.registry import TASKS
-from lra.tasks.base import Built, Task
+from lra.tasks.base import Built, Task, import_tfds, sha256_file
 
 SOURCES = ("tfds", "pickle", "binary", "npz_jpeg")
 VAL_SPLITS = ("auto", "lra", "seeded")
@@ -130,10 +130,6 @@ def _val_count(n: int, fraction: float) -> int:
         )
     return n_val
 
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _check_labels(labels: np.ndarray, where: str) -> np.ndarray:
@@ -209,7 +205,7 @@ def _read_pickle(path: Path) -> tuple[dict, dict]:
     files = [_need_file(path / name, what) for name in (*TRAIN_BATCHES, "test_batch")]
     parts = [_read_pickle_batch(file) for file in files]
     train = (np.concatenate([p[0] for p in parts[:5]]), np.concatenate([p[1] for p in parts[:5]]))
-    return {"train": train, "test": parts[5]}, {"files_sha256": {f.name: _sha256(f) for f in files}}
+    return {"train": train, "test": parts[5]}, {"files_sha256": {f.name: sha256_file(f) for f in files}}
 
 
 def _read_binary_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -235,7 +231,7 @@ def _read_binary(path: Path) -> tuple[dict, dict]:
     files = [_need_file(path / f"{name}.bin", what) for name in (*TRAIN_BATCHES, "test_batch")]
     parts = [_read_binary_batch(file) for file in files]
     train = (np.concatenate([p[0] for p in parts[:5]]), np.concatenate([p[1] for p in parts[:5]]))
-    return {"train": train, "test": parts[5]}, {"files_sha256": {f.name: _sha256(f) for f in files}}
+    return {"train": train, "test": parts[5]}, {"files_sha256": {f.name: sha256_file(f) for f in files}}
 
 
 _JPEG_CHUNK = 2500  # images per decoding job
@@ -313,7 +309,7 @@ def _read_npz_jpeg(path: Path) -> tuple[dict, dict]:
             labels = _check_labels(labels, f"{file} y_{split}")
             splits[split] = (decode_jpegs(blob, offsets, f"{file} {split}_jpeg"), labels)
     info = {
-        "files_sha256": {file.name: _sha256(file)},
+        "files_sha256": {file.name: sha256_file(file)},
         "lossy": True,
         "lossy_note": (
             f"JPEG copy of CIFAR-10: mean absolute error {JPEG_MAE} levels per pixel and channel "
@@ -330,21 +326,9 @@ def _pillow_version() -> str:
     return f"Pillow {PIL.__version__}"
 
 
-def _import_tfds():
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError as err:
-        raise LraError(
-            f"task.data.source=tfds needs tensorflow-datasets and tensorflow ({err}); "
-            "run: pip install -e .[tfds], or use a local copy with task.data.source=pickle|binary "
-            "and task.data.path=DIR"
-        ) from None
-    return tfds
-
-
 def _read_tfds(path: str | None) -> tuple[dict, dict]:
     """tfds cifar10 with each image's original index (from its "train_NNNNN" id)."""
-    tfds = _import_tfds()
+    tfds = import_tfds("task.data.source=pickle|binary and task.data.path=DIR")
     parts = {}
     for split in ("train[:90%]", "train[90%:]", "test"):
         try:

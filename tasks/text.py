@@ -31,7 +31,6 @@ training reviews, taken out of train, so the test split stays unseen.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import re
 import zlib
@@ -42,7 +41,7 @@ import numpy as np
 
 from lra.errors import LraError
 from lra.registry import TASKS
-from lra.tasks.base import Built, Task
+from lra.tasks.base import Built, Task, import_tfds, sha256_file
 
 SOURCES = ("tfds", "aclimdb", "jsonl")
 VAL_MODES = ("test", "holdout")
@@ -61,28 +60,12 @@ def byte_tokens(texts: list[bytes], seq_len: int) -> tuple[np.ndarray, np.ndarra
     return tokens, lengths
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def _import_tfds():
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError as err:
-        raise LraError(
-            f"task.data.source=tfds needs tensorflow-datasets and tensorflow ({err}); "
-            "run: pip install -e .[tfds], or use a local copy with task.data.source=aclimdb "
-            "or jsonl and task.data.path=DIR"
-        ) from None
-    return tfds
-
 
 # ---------------------------------------------------------------- sources
 
 
 def _read_tfds(path: str | None) -> tuple[dict, dict]:
-    tfds = _import_tfds()
+    tfds = import_tfds("task.data.source=aclimdb or jsonl and task.data.path=DIR")
     splits = {}
     for split in ("train", "test"):
         try:
@@ -200,7 +183,7 @@ def _read_jsonl_folder(path: Path) -> tuple[dict, dict]:
         file = _jsonl_file(path, split)
         texts, labels = read_jsonl(file)
         splits[split] = (texts, labels, str(file))
-        files[file.name] = _sha256(file)
+        files[file.name] = sha256_file(file)
     return splits, {"files_sha256": files}
 
 

@@ -2,7 +2,6 @@
 
 import json
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
@@ -10,7 +9,6 @@ from omegaconf import OmegaConf
 from conftest import compose_config
 from lra.run import train_and_record
 from lra.trainer import make_schedule
-from lra.tracking import NoOpTracker
 
 
 def test_rsqrt_schedule_matches_the_lra_formula():
