@@ -6,6 +6,7 @@ gets any file of ours, so a bad override leaves no partial record behind.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,9 @@ def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None 
         tracker.close()
     timed_steps = max(fit["steps"] - 1, 0)
     seconds = fit["train_seconds"]
-    np.savez(run_dir / "predictions.npz", predictions=test["predictions"], labels=test["labels"])
+    partial = run_dir / ".predictions.tmp.npz"
+    np.savez(partial, predictions=test["predictions"], labels=test["labels"])
+    os.replace(partial, run_dir / "predictions.npz")
     record.update(
         status=fit["status"],
         steps=fit["steps"],
