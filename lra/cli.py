@@ -123,7 +123,7 @@ def _hydra_train(cfg) -> None:
         experiment = hydra_cfg.runtime.choices.get("experiment")
         record = train_and_record(cfg, run_dir, progress=bool(cfg.progress), experiment=experiment)
     except LraError as err:
-        _remove_if_empty(run_dir)
+        _remove_empty_dirs(run_dir, Path(cfg.runs_dir))
         if hydra_cfg.mode == RunMode.MULTIRUN:  # one bad job must not stop a sweep
             print(f"lra train: error: {err}", file=sys.stderr)
             _failures.append(str(err))
@@ -141,11 +141,15 @@ def _hydra_train(cfg) -> None:
         _failures.append(f"{run_dir}: {record['status']}")
 
 
-def _remove_if_empty(path: Path) -> None:
-    try:
-        path.rmdir()
-    except OSError:
-        pass
+def _remove_empty_dirs(path: Path, root: Path) -> None:
+    """Remove `path` and its parents up to `root` (included) while they are empty."""
+    path, root = path.resolve(), root.resolve()
+    while path == root or root in path.parents:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+        path = path.parent
 
 
 def cmd_train(args: list[str]) -> int:

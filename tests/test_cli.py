@@ -65,6 +65,7 @@ def test_missing_tsv_folder_is_a_one_line_error(tmp_path):
                  f"runs_dir={tmp_path / 'runs'}", f"data_dir={tmp_path / 'data'}", cwd=tmp_path)
     assert_one_line_error(result, "absent")
     assert no_records(tmp_path)
+    assert not (tmp_path / "runs").exists()  # Hydra's run folder is cleaned up
     assert not list((tmp_path / "data").rglob("*.npy")) if (tmp_path / "data").exists() else True
 
 
@@ -79,6 +80,7 @@ def test_malformed_tsv_row_is_a_one_line_error_naming_file_and_row(tmp_path):
                  f"runs_dir={tmp_path / 'runs'}", f"data_dir={tmp_path / 'data'}", cwd=tmp_path)
     assert_one_line_error(result, "basic_val.tsv", "3")
     assert no_records(tmp_path)
+    assert not (tmp_path / "runs").exists()  # Hydra's run folder is cleaned up
     assert not (tmp_path / "data").exists() or not list((tmp_path / "data").rglob("*.npy"))
 
 
