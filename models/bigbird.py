@@ -66,21 +66,6 @@ def global_blocks(num_blocks: int) -> list[int]:
     return sorted({0, num_blocks - 1})
 
 
-def bigbird_pattern(num_blocks: int, block_size: int, num_heads: int, num_rand: int, seed: int):
-    """The dense boolean [H, L, L] pattern, L = nb * bs (reference and documentation only)."""
-    idx, valid = random_blocks(num_blocks, num_heads, num_rand, seed)
-    blocks = np.zeros((num_heads, num_blocks, num_blocks), bool)
-    for g in global_blocks(num_blocks):
-        blocks[:, g, :] = True
-        blocks[:, :, g] = True
-    for i in range(num_blocks):
-        blocks[:, i, max(i - 1, 0): i + 2] = True
-    for h in range(num_heads):
-        for i in range(num_blocks):
-            blocks[h, i, idx[h, i][valid[h, i]]] = True
-    return np.repeat(np.repeat(blocks, block_size, axis=1), block_size, axis=2)
-
-
 @MODELS.register("bigbird")
 class BigBirdAttention(SelfAttention):
     """Global + sliding-window + random block-sparse attention."""

@@ -49,16 +49,6 @@ def window_bounds(window: int) -> tuple[int, int]:
     return window - right - 1, right
 
 
-def window_pattern(length: int, window: int, global_positions) -> np.ndarray:
-    """The dense boolean [L, L] pattern (reference and documentation only)."""
-    before, after = window_bounds(window)
-    r = np.arange(length)
-    offset = r[None, :] - r[:, None]
-    mask = (offset >= -before) & (offset <= after)
-    glob = np.isin(r, list(global_positions))
-    return mask | glob[:, None] | glob[None, :]
-
-
 @MODELS.register("longformer")
 class LongformerAttention(SelfAttention):
     """Sliding-window attention with global tokens, computed on a band of key chunks."""

@@ -45,16 +45,6 @@ def summary_offsets(block_size: int, c: int) -> np.ndarray:
     return r[(r == 0) | (r >= block_size - c)]
 
 
-def fixed_pattern(length: int, block_size: int, c: int, causal: bool) -> np.ndarray:
-    """The dense boolean [L, L] pattern (reference and documentation only)."""
-    r = np.arange(length)
-    q, k = r[:, None], r[None, :]
-    local = q // block_size == k // block_size
-    summary = np.isin(k % block_size, summary_offsets(block_size, c))
-    mask = local | summary
-    return mask & (k <= q) if causal else mask
-
-
 @MODELS.register("sparse_transformer")
 class SparseTransformerAttention(SelfAttention):
     """Union of the block-local and the summary-column patterns (all heads alike)."""
