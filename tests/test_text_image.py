@@ -279,6 +279,10 @@ def test_configs_compose_and_validate():
     t = image.trainer
     assert (t.batch_size, t.max_steps, t.eval_every, t.warmup_steps, t.lr, t.schedule, t.weight_decay) == (
         256, 35000, 175, 175, 0.0005, "cosine", 0.0)
+    paper = compose_config("task=image", "experiment=image_paper")
+    spec, enc = validate(paper)
+    assert (enc.num_layers, enc.dim, enc.qkv_dim, enc.mlp_dim, enc.num_heads) == (1, 128, 64, 128, 8)
+    assert paper.trainer == image.trainer and (enc.dropout, enc.pooling) == (0.3, "cls")
 
 
 # --------------------------------------------------------------------------- image
