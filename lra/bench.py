@@ -848,10 +848,15 @@ class Sweep:
         self.device = device
         self.paths = paths
         self.command = command
-        self.rows: list[dict[str, Any]] = []
+        # Kept rows of models or lengths that this run does not cover stay in the report
+        # (a resume that measures one model again keeps the others).
+        covered = {(e["name"], length) for e in entries for length in settings["lengths"]}
+        self.rows: list[dict[str, Any]] = [
+            {k: v for k, v in row.items() if k in COLUMNS}
+            for key, row in self.previous.items() if key not in covered]
         self.lock = threading.Lock()
         self.start = time.perf_counter()
-        self.total = len(entries) * len(settings["lengths"])
+        self.total = len(self.rows) + len(covered)
         self.peak_flops = None
         if settings["peak_tflops"] is not None:
             self.peak_flops = settings["peak_tflops"] * 1e12
@@ -1467,8 +1472,8 @@ SIGNATURE = ("batch", "precision", "mode", "layers", "dim", "heads", "qkv_dim", 
 
 
 def load_previous(path: Path, settings: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
-    """Rows of an earlier run in the same output files, for resume=true ('skipped' rows
-    are dropped, so that they run again)."""
+    """Rows of an earlier run in the same output files, for resume=true ('skipped' and
+    'error' rows are dropped, so that they run again: an error is usually a bug fixed since)."""
     if not path.is_file():
         print(f"lra bench: resume=true, but there is no {path} yet; running everything", flush=True)
         return {}
@@ -1483,7 +1488,8 @@ def load_previous(path: Path, settings: dict[str, Any]) -> dict[tuple[str, int],
         detail = ", ".join(f"{k}={before.get(k)} (now {settings[k]})" for k in different)
         raise LraError(f"cannot resume from {path}: it was measured with {detail}; "
                        "use another out= or tag=, or the same settings")
-    kept = {(r["model"], int(r["length"])): r for r in rows if r.get("status") not in (None, "skipped")}
+    kept = {(r["model"], int(r["length"])): r for r in rows
+            if r.get("status") not in (None, "skipped", "error")}
     print(f"lra bench: resume=true: keeping {len(kept)} row(s) of {path}", flush=True)
     return kept
 

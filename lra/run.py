@@ -94,6 +94,18 @@ def device_info() -> dict[str, Any]:
     }
 
 
+def claim_run_dir(run_dir: Path) -> None:
+    """Make `run_dir` this job's alone: two jobs started in the same instant (a
+    sweep on several GPUs) would otherwise share one folder and one metrics file."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(run_dir / ".claimed", "x") as f:
+            f.write(f"{os.getpid()}\n")
+    except FileExistsError:
+        raise LraError(f"run folder {run_dir} belongs to another run; "
+                       "start again, or give hydra.run.dir=<a new folder>") from None
+
+
 def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None = None,
                      progress: bool = True, experiment: str | None = None) -> dict[str, Any]:
     """Run one training job described by a composed config and write its record.
@@ -115,7 +127,7 @@ def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None 
         )
         for name in ("train", "val", "test")
     }
-    run_dir.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(run_dir)
     started, wall = utc_now(), time.perf_counter()
     record: dict[str, Any] = {
         "task": spec.name,

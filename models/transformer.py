@@ -54,10 +54,22 @@ class SoftmaxAttention(SelfAttention):
             return masked_softmax_attention(q, k, v, mask, weights_hook=hook)
         if backend == "cudnn":
             # Padding is always on the right, so per-example lengths describe the mask.
-            lengths = mask.sum(axis=-1, dtype=jnp.int32)
-            return jax.nn.dot_product_attention(
-                q, k, v, key_value_seq_lengths=lengths, implementation="cudnn"
-            )
+            return even_length_attention(q, k, v, mask.sum(axis=-1, dtype=jnp.int32), "cudnn")
         return jax.nn.dot_product_attention(
             q, k, v, mask=mask[:, None, None, :], implementation="xla"
         )
+
+
+def even_length_attention(q, k, v, lengths, implementation: str):
+    """Attention over right-padded [batch, length, heads, dim] inputs, described by
+    per-example `lengths`. cuDNN's fused kernel has no backward pass for an odd
+    sequence length (a CLS token makes 1024 tokens 1025), so an odd length gets one
+    extra zero position: masked as a key, ignored as a query and sliced off."""
+    length = q.shape[1]
+    if length % 2:
+        pad = [(0, 0), (0, 1), (0, 0), (0, 0)]
+        q, k, v = (jnp.pad(x, pad) for x in (q, k, v))
+    out = jax.nn.dot_product_attention(q, k, v, query_seq_lengths=lengths,
+                                       key_value_seq_lengths=lengths,
+                                       implementation=implementation)
+    return out[:, :length]

@@ -121,6 +121,18 @@ def test_resume_keeps_earlier_rows_and_runs_the_rest(tmp_path):
     _, second = read_csv(tmp_path / "efficiency-cpu.csv")
     assert [(r["length"], r["status"]) for r in second] == [("64", "ok"), ("128", "ok")]
     assert second[0]["infer_step_ms"] == first[0]["infer_step_ms"]  # kept, not measured again
+    # An error row runs again; rows of models this run does not name stay in the report.
+    record_path = tmp_path / "efficiency-cpu.json"
+    record = json.loads(record_path.read_text())
+    record["rows"][1].update(status="error", message="a bug fixed since")
+    record["rows"].append({**record["rows"][0], "model": "elsewhere", "infer_step_ms": 1.5})
+    record_path.write_text(json.dumps(record))
+    assert bench.main([*common, "lengths=[64,128]", "resume=true"]) == 0
+    _, third = read_csv(tmp_path / "efficiency-cpu.csv")
+    by = {(r["model"], r["length"]): r for r in third}
+    assert set(by) == {(model, "64"), (model, "128"), ("elsewhere", "64")}
+    assert by[model, "128"]["status"] == "ok" and by[model, "64"]["infer_step_ms"] == first[0]["infer_step_ms"]
+    assert float(by["elsewhere", "64"]["infer_step_ms"]) == 1.5
     with pytest.raises(LraError, match="batch=2 \\(now 4\\)"):
         bench.main([*[a for a in common if a != "batch=2"], "batch=4", "lengths=[64]", "resume=true"])
 

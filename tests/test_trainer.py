@@ -7,6 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose_config
+from lra.errors import LraError
 from lra.run import train_and_record
 from lra.trainer import make_schedule
 
@@ -83,3 +84,14 @@ def test_a_time_budget_stops_at_the_next_evaluation(tmp_path, toy_overrides):
     record = run(tmp_path, [*toy_overrides, "trainer.max_seconds=0.001"])
     assert record["status"] == "completed" and record["stopped_by"] == "max_seconds"
     assert record["steps"] == 30  # the first evaluation (eval_every=30), not max_steps=60
+
+
+def test_a_second_run_cannot_write_into_a_folder_another_run_holds(tmp_path, toy_overrides):
+    short = [*toy_overrides, "trainer.max_steps=10", "trainer.eval_every=10"]
+    first = run(tmp_path, short)
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
+    with pytest.raises(LraError, match="belongs to another run"):
+        run(tmp_path, short)
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == metrics  # untouched
+    assert json.loads((tmp_path / "run" / "record.json").read_text())["test"] == first["test"]
+
