@@ -173,6 +173,13 @@ _UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
+def _paths(key: str, text: str) -> list[str]:
+    items = _items(text)
+    if not items:
+        raise LraError(f"{key}= needs at least one file, e.g. {key}=a.json,b.json")
+    return items
+
+
 def _bytes(key: str, text: str) -> int:
     match = re.fullmatch(r"\s*([0-9.eE+]+)\s*([a-zA-Z]*)\s*", text)
     if not match or match.group(2).lower() not in _UNITS:
@@ -226,7 +233,9 @@ OPTIONS: dict[str, tuple[Callable[[str, str], Any], Any, str]] = {
     "workers": (_auto(_positive_int), None, "concurrent subprocesses, one GPU each (auto: all GPUs; 1 on CPU)"),
     "baselines": (_bool, True, "always add transformer_xla and transformer_cudnn"),
     "resume": (_bool, False, "keep the rows of an earlier run in the same output files (same shape, "
-               "batch, precision, mode) and run only the rest; 'skipped' rows run again"),
+               "batch, precision, mode) and run only the rest; 'skipped' and 'error' rows run again"),
+    "merge": (_paths, None, "merge=a.json,b.json: write one report of earlier runs' efficiency-*.json "
+              "(later files win), measuring nothing"),
     "plot": (_bool, True, "write the PNG plot (needs matplotlib: pip install 'lra[plot]')"),
     "seed": (_nonnegative_int, 0, "parameter and token seed"),
     "layers": (_positive_int, 4, "encoder layers"),
@@ -841,19 +850,24 @@ def device_slug(device_kind: str) -> str:
 class Sweep:
     """Runs the configurations, keeps the rows and rewrites the outputs after each."""
 
-    def __init__(self, settings, entries, device, paths, command, previous=None):
-        self.previous = previous or {}
+    def __init__(self, settings, entries, device, paths, command, previous=None,
+                 earlier_commands=()):
+        previous = previous or {}
         self.settings = settings
         self.entries = entries
         self.device = device
         self.paths = paths
         self.command = command
-        # Kept rows of models or lengths that this run does not cover stay in the report
-        # (a resume that measures one model again keeps the others).
+        self.earlier_commands = list(earlier_commands)
+        # Earlier rows of models or lengths that this run does not cover stay in the report
+        # as they were (a resume that measures one model again keeps the others); covered
+        # ones are kept unless 'skipped' or 'error', which run again.
         covered = {(e["name"], length) for e in entries for length in settings["lengths"]}
         self.rows: list[dict[str, Any]] = [
             {k: v for k, v in row.items() if k in COLUMNS}
-            for key, row in self.previous.items() if key not in covered]
+            for key, row in previous.items() if key not in covered]
+        self.previous = {key: row for key, row in previous.items()
+                         if key in covered and row.get("status") not in ("skipped", "error")}
         self.lock = threading.Lock()
         self.start = time.perf_counter()
         self.total = len(self.rows) + len(covered)
@@ -1207,6 +1221,8 @@ def render_markdown(sweep: Sweep, rows: list[dict[str, Any]], plot_note: str | N
         "",
         f"`{sweep.command}`",
         "",
+        *([f"Rows kept from earlier runs: " + "; ".join(f"`{c}`" for c in sweep.earlier_commands),
+           ""] if sweep.earlier_commands else []),
         f"- Shape: LRA byte-level text config: {s['layers']} layers, width {s['dim']}, {s['heads']} heads, "
         f"qkv {s['qkv_dim']}, MLP {s['mlp_dim']}, vocabulary {s['vocab']}, {s['classes']} classes, "
         f"{s['pooling']} pooling, batch {s['batch']}, {s['precision']} compute (fp32 parameters).",
@@ -1432,7 +1448,8 @@ def write_outputs(sweep: Sweep, plot: bool) -> dict[str, Any]:
     tmp.write_text(markdown)
     os.replace(tmp, paths["md"])
     write_json_atomic(paths["json"], {
-        "command": sweep.command, "date": paths.get("date"), "device": sweep.device,
+        "command": sweep.command, "earlier_commands": sweep.earlier_commands,
+        "date": paths.get("date"), "device": sweep.device,
         "settings": {k: v for k, v in sweep.settings.items()},
         "peak_flops": sweep.peak_flops, "pytorch_reference_given": PYTORCH_REFERENCE,
         "rows": rows,
@@ -1471,12 +1488,10 @@ SIGNATURE = ("batch", "precision", "mode", "layers", "dim", "heads", "qkv_dim", 
              "classes", "dropout", "attention_dropout", "pooling", "seed", "memory_limit")
 
 
-def load_previous(path: Path, settings: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
-    """Rows of an earlier run in the same output files, for resume=true ('skipped' and
-    'error' rows are dropped, so that they run again: an error is usually a bug fixed since)."""
-    if not path.is_file():
-        print(f"lra bench: resume=true, but there is no {path} yet; running everything", flush=True)
-        return {}
+def load_previous(path: Path, settings: dict[str, Any],
+                  device: dict[str, Any] | None = None) -> tuple[dict, list[str]]:
+    """Rows of an earlier run's JSON, by (model, length), and the commands that made
+    them; refused where the earlier run measured something else."""
     try:
         record = json.loads(path.read_text())
         before = record["settings"]
@@ -1484,14 +1499,52 @@ def load_previous(path: Path, settings: dict[str, Any]) -> dict[tuple[str, int],
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise LraError(f"cannot resume from {path}: {err}; move it away or use another out= or tag=")
     different = [k for k in SIGNATURE if before.get(k) != settings[k]]
+    if device is not None and record.get("device", {}).get("slug") != device.get("slug"):
+        different.append("device")
     if different:
-        detail = ", ".join(f"{k}={before.get(k)} (now {settings[k]})" for k in different)
+        detail = ", ".join(f"{k}={before.get(k)} (now {settings[k]})" if k in settings else
+                           f"device={record.get('device', {}).get('slug')} (now {device['slug']})"
+                           for k in different)
         raise LraError(f"cannot resume from {path}: it was measured with {detail}; "
                        "use another out= or tag=, or the same settings")
-    kept = {(r["model"], int(r["length"])): r for r in rows
-            if r.get("status") not in (None, "skipped", "error")}
-    print(f"lra bench: resume=true: keeping {len(kept)} row(s) of {path}", flush=True)
-    return kept
+    commands = [*record.get("earlier_commands", []), record.get("command", "")]
+    return {(r["model"], int(r["length"])): r for r in rows if r.get("status")}, commands
+
+
+def merge(settings: dict[str, Any]) -> int:
+    """merge=a.json,b.json: one report of sweeps made in several calls (later files win
+    for the same model and length), without measuring anything."""
+    paths_in = [Path(p) for p in settings["merge"]]
+    for path in paths_in:
+        if not path.is_file():
+            raise LraError(f"merge: no file {path}; give the efficiency-*.json files of `lra bench`")
+    first = json.loads(paths_in[0].read_text())
+    device, base = first["device"], first["settings"]
+    for key in SIGNATURE:
+        settings[key] = base.get(key)
+    for key in ("lengths", "isolate", "timing_s", "repeats", "warmup"):
+        settings[key] = base.get(key, settings[key])
+    rows, commands = {}, []
+    for path in paths_in:
+        kept, made_by = load_previous(path, settings, device)
+        rows.update(kept)
+        commands += made_by
+    out = Path(settings["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    paths = _output_paths(out, device["slug"], settings["tag"])
+    sweep = Sweep(settings, [], device, paths, commands[-1], rows, commands[:-1])
+    sweep.peak_flops = first.get("peak_flops")
+    write_outputs(sweep, plot=settings["plot"])
+    print(f"lra bench: merged {len(rows)} row(s) of {len(paths_in)} file(s) -> {paths['md']}")
+    return 0
+
+
+def _output_paths(out: Path, slug: str, tag: str | None) -> dict[str, Any]:
+    from lra.records import utc_now
+
+    stem = f"{RESULT_MARK}-{slug}" + (f"-{tag}" if tag else "")
+    return {"dir": out, "csv": out / f"{stem}.csv", "md": out / f"{stem}.md",
+            "png": out / f"{stem}.png", "json": out / f"{stem}.json", "date": utc_now()}
 
 
 def main(args: list[str]) -> int:
@@ -1499,6 +1552,8 @@ def main(args: list[str]) -> int:
         print(usage())
         return 0
     settings = parse_args(args)
+    if settings["merge"]:
+        return merge(settings)
     if settings["isolate"] and "jax" not in sys.modules:
         # This process only orchestrates: keep it off the accelerator, whose memory
         # belongs to the measured subprocesses (they get the original setting back).
@@ -1509,14 +1564,16 @@ def main(args: list[str]) -> int:
     device["slug"] = device_slug(device["device_kind"])
     out = Path(settings["out"])
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{RESULT_MARK}-{device['slug']}" + (f"-{settings['tag']}" if settings["tag"] else "")
-    from lra.records import utc_now
-
-    paths = {"dir": out, "csv": out / f"{stem}.csv", "md": out / f"{stem}.md",
-             "png": out / f"{stem}.png", "json": out / f"{stem}.json", "date": utc_now()}
+    paths = _output_paths(out, device["slug"], settings["tag"])
     command = "lra bench " + " ".join(args)
-    previous = load_previous(paths["json"], settings) if settings["resume"] else {}
-    sweep = Sweep(settings, entries, device, paths, command, previous)
+    previous, earlier = {}, []
+    if settings["resume"] and paths["json"].is_file():
+        previous, earlier = load_previous(paths["json"], settings, device)
+        print(f"lra bench: resume=true: {len(previous)} row(s) of {paths['json']}", flush=True)
+    elif settings["resume"]:
+        print(f"lra bench: resume=true, but there is no {paths['json']} yet; running everything",
+              flush=True)
+    sweep = Sweep(settings, entries, device, paths, command, previous, earlier)
     print(f"lra bench: {len(entries)} model(s) x {len(settings['lengths'])} length(s) on "
           f"{device['device_kind']} ({device['backend']}), {settings['precision']}, "
           f"batch {settings['batch']}, mode {settings['mode']}", flush=True)

@@ -43,7 +43,7 @@ def build_table(runs: pd.DataFrame) -> pd.DataFrame:
     tasks = [t for t in TASK_ORDER if t in set(runs["task"])]
     tasks += sorted(set(runs["task"]) - set(tasks))
     stats = runs.groupby(["model", "task"])["test_accuracy"].agg(["mean", "std", "count"])
-    stats["std"] = stats["std"].fillna(0.0)
+    # One run has no spread: its std stays empty ("-"), not a misleading 0.00.
     table = pd.DataFrame(index=sorted(set(runs["model"])))
     table.index.name = "model"
     for task in tasks:
@@ -88,7 +88,7 @@ def write_leaderboard(roots, out_dir) -> tuple[Path, Path, int]:
     csv_path, md_path = out / "leaderboard.csv", out / "leaderboard.md"
     csv_path.write_text(table.to_csv(index=False, float_format="%.4f", lineterminator="\n"))
     md = (
-        "Test accuracy (%) per task: mean over seeds, with std and number of runs;"
+        "Test accuracy (%) per task: mean over seeds, with std (sample, '-' for one run) and number of runs;"
         " averages over all six LRA tasks (avg) and without Path-X (avg_no_pathx).\n\n"
         + to_markdown(table)
     )

@@ -137,6 +137,25 @@ def test_resume_keeps_earlier_rows_and_runs_the_rest(tmp_path):
         bench.main([*[a for a in common if a != "batch=2"], "batch=4", "lengths=[64]", "resume=true"])
 
 
+def test_merge_makes_one_report_of_two_runs_without_measuring(tmp_path):
+    model = OTHER or "transformer_xla"
+    common = ["baselines=false", "mode=infer", "isolate=false", *TINY, "plot=false"]
+    assert bench.main([f"model={model}", *common, "lengths=[64]", f"out={tmp_path / 'a'}"]) == 0
+    assert bench.main(["model=transformer_xla", *common, "lengths=[64]", "tag=b",
+                       f"out={tmp_path / 'b'}"]) == 0
+    parts = [tmp_path / "a" / "efficiency-cpu.json", tmp_path / "b" / "efficiency-cpu-b.json"]
+    assert bench.main([f"merge={parts[0]},{parts[1]}", f"out={tmp_path / 'm'}", "plot=false"]) == 0
+    _, rows = read_csv(tmp_path / "m" / "efficiency-cpu.csv")
+    originals = {r["model"]: r for p in parts for r in json.loads(p.read_text())["rows"]}
+    assert {r["model"] for r in rows} == {model, "transformer_xla"}
+    for row in rows:
+        assert float(row["infer_step_ms"]) == originals[row["model"]]["infer_step_ms"]
+    md = (tmp_path / "m" / "efficiency-cpu.md").read_text()
+    assert "Rows kept from earlier runs" in md and "tag=b" in md
+    with pytest.raises(LraError, match="no file"):
+        bench.main([f"merge={tmp_path / 'none.json'}", f"out={tmp_path / 'm'}"])
+
+
 @pytest.mark.parametrize("args", [
     ["lengths=abc"], ["lengths=[]"], ["mode=fast"], ["precision=fp8"], ["bogus=1"], ["batch=0"],
     ["model=nope"], ["linformer.nope=1", "model=linformer"], ["performer.k=1", "model=linformer"],

@@ -42,6 +42,7 @@ def test_table_has_means_stds_counts_and_averages(runs, tmp_path):
     assert table.loc["transformer", "listops_count"] == 2
     assert table.loc["performer", "listops"] == pytest.approx(18.0)  # the failed run is ignored
     assert table.loc["performer", "listops_count"] == 1
+    assert pd.isna(table.loc["performer", "listops_std"])  # one run: no spread, not 0
     assert table.loc["s4d", "listops[quick]"] == pytest.approx(99.0)
     assert table.loc["s4d", "listops"] == pytest.approx(50.0)
     assert table.loc["s4d", "avg"] == pytest.approx(100 * (0.5 + 0.05 * 2.5))
