@@ -1145,6 +1145,21 @@ def memory_fit(rows: list[dict[str, Any]], model: str) -> dict[str, Any] | None:
             "lengths": [p[0] for p in points]}
 
 
+def growth_exponent(rows: list[dict[str, Any]], model: str, column: str) -> float | None:
+    """Least-squares slope of log(column) against log(L) over the model's ok rows: about 1
+    for linear growth, 2 for quadratic (fixed overheads pull it below at short lengths)."""
+    points = [(math.log(r["length"]), math.log(r[column])) for r in rows
+              if r["model"] == model and r["status"] == "ok" and r.get(column)]
+    if len(points) < 2:
+        return None
+    mx = sum(x for x, _ in points) / len(points)
+    my = sum(y for _, y in points) / len(points)
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    if sxx == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in points) / sxx
+
+
 def pytorch_comparison(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ours = {r["length"]: r for r in rows if r["model"] == "transformer_cudnn" and r["status"] == "ok"}
     xla = {r["length"]: r for r in rows if r["model"] == "transformer_xla" and r["status"] == "ok"}
@@ -1311,6 +1326,21 @@ def render_markdown(sweep: Sweep, rows: list[dict[str, Any]], plot_note: str | N
                          f"{fit['r2']:.4f}{trivial} | {fit['points']} |")
     if not linear:
         lines.append("| (none of the benchmarked models) | | | | |")
+    lines += ["", "## Growth with length, every model", "",
+              "Slope of log(value) against log(L) over the lengths that ran: about 1 is linear "
+              "growth, 2 quadratic. Fixed costs (parameters, optimizer state, the MLP) pull it "
+              "below the attention's own exponent at short lengths.", "",
+              "| model | memory exponent | " + ("step time exponent | " if train else "")
+              + "lengths |", "|---|---:|" + ("---:|" if train else "") + "---|"]
+    for model in models:
+        memory = growth_exponent(rows, model, "memory_bytes")
+        spans = sorted(r["length"] for r in rows if r["model"] == model and r["status"] == "ok")
+        cells = [f"{memory:.2f}" if memory is not None else "-"]
+        if train:
+            step = growth_exponent(rows, model, "train_step_ms")
+            cells.append(f"{step:.2f}" if step is not None else "-")
+        span = f"{spans[0]}-{spans[-1]} ({len(spans)})" if spans else "none"
+        lines.append(f"| {model} | " + " | ".join(cells) + f" | {span} |")
     lines += [""]
     if train:
         lines += ["## Reference: plain PyTorch on the H200 (given, not measured here)", "",

@@ -72,6 +72,7 @@ def test_two_models_on_cpu_schema_statuses_and_ratios(tmp_path, capsys):
     for section in ("## Training steps per second", "relative to transformer_xla",
                     "## Inference examples per second", "## Compile time",
                     "## Where efficient models overtake", "## Memory against length",
+                    "## Growth with length, every model",
                     "given, not measured here", "attention dropout 0.0"):
         assert section in md
     if OTHER:
@@ -176,6 +177,15 @@ def test_cli_hook(capsys):
     assert "lra bench" in capsys.readouterr().out
     assert main(["bench", "mode=fast"]) == 2
     assert "lra bench: error: mode='fast'" in capsys.readouterr().err
+
+
+def test_growth_exponent_recovers_a_power_law():
+    rows = [{"model": "m", "status": "ok", "length": L, "memory_bytes": 3.0 * L ** 2,
+             "train_step_ms": 5.0 * L} for L in (1024, 2048, 4096)]
+    rows.append({"model": "m", "status": "oom", "length": 8192, "memory_bytes": None})
+    assert bench.growth_exponent(rows, "m", "memory_bytes") == pytest.approx(2.0)
+    assert bench.growth_exponent(rows, "m", "train_step_ms") == pytest.approx(1.0)
+    assert bench.growth_exponent(rows[:1], "m", "memory_bytes") is None
 
 
 def test_report_helpers():
