@@ -24,9 +24,9 @@ from lra.models import build_model
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 
 
-def count(task: str, model: str, pairs: bool = True) -> int:
+def count(task: str, model: str, pairs: bool = True, extra: tuple[str, ...] = ()) -> int:
     """Parameters of `model` on `task`; pairs=False drops configs/task_model (shared encoder)."""
-    cfg = compose([f"task={task}", f"model={model}", *([] if pairs else ["~task_model"])])
+    cfg = compose([f"task={task}", f"model={model}", *([] if pairs else ["~task_model"]), *extra])
     spec = get_task(task).spec(cfg.task)
     enc = encoder_config(cfg, spec)
     abstract = nnx.eval_shape(lambda: build_model(
@@ -55,6 +55,20 @@ def markdown(counts: dict[str, dict[str, int]], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def image_paper_section() -> str:
+    """LRA's per-model image configs against the Transformer at the size behind the
+    paper's image number (experiment=image_paper), not the released base config."""
+    base = count("image", "transformer", extra=("experiment=image_paper",))
+    lines = ["## Image: LRA's per-pair configs against the paper-size Transformer", "",
+             f"The Transformer with `experiment=image_paper` (the size that reproduces LRA's "
+             f"image number, `results/h200/README.md`) has {base:,} parameters.", "",
+             "| model | image (per-pair config) | ratio |", "| --- | --- | --- |"]
+    for model in MODELS.names():
+        n = count("image", model)
+        lines.append(f"| {model} | {n:,} | {n / base:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="results/param_counts.md")
@@ -72,6 +86,8 @@ if __name__ == "__main__":
         "learns attention maps over positions (random mode: heads x L x L per layer), Linformer",
         "learns a k x L projection per layer. With LRA's per-pair configs the ratios also",
         "move because LRA itself gave some models other widths and depths (image, pathfinder).",
+        "",
+        image_paper_section(),
     ])
     Path(opts.out).write_text(text)
     print(text)
