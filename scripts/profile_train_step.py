@@ -32,7 +32,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lra.bench import optimizer_config
+from lra.bench.measure import optimizer_config
 from lra.models import EncoderConfig, build_model
 from lra.models.transformer import even_length_attention
 from lra.trainer import make_optimizer, weighted_metrics

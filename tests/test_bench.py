@@ -8,6 +8,7 @@ import json
 import pytest
 
 from lra import bench
+from lra.bench import measure, report, settings, sweep
 from lra.errors import LraError
 from lra.registry import MODELS, load_all
 
@@ -37,12 +38,12 @@ def test_two_models_on_cpu_schema_statuses_and_ratios(tmp_path, capsys):
     rc = bench.main([*models, "lengths=[64,128]", *TINY, f"out={tmp_path}"])
     assert rc == 0
     columns, rows = read_csv(tmp_path / "efficiency-cpu.csv")
-    assert columns == list(bench.COLUMNS)
+    assert columns == list(settings.COLUMNS)
     by = {(r["model"], int(r["length"])): r for r in rows}
     expected = {"transformer_xla", "transformer_cudnn"} | ({OTHER} if OTHER else set())
     assert {m for m, _ in by} == expected
     assert len(rows) == len(expected) * 2
-    assert all(r["status"] in bench.STATUSES for r in rows)
+    assert all(r["status"] in settings.STATUSES for r in rows)
     for length in (64, 128):
         cudnn = by["transformer_cudnn", length]
         assert cudnn["status"] == "unsupported" and "GPU" in cudnn["message"]
@@ -183,9 +184,9 @@ def test_growth_exponent_recovers_a_power_law():
     rows = [{"model": "m", "status": "ok", "length": L, "memory_bytes": 3.0 * L ** 2,
              "train_step_ms": 5.0 * L} for L in (1024, 2048, 4096)]
     rows.append({"model": "m", "status": "oom", "length": 8192, "memory_bytes": None})
-    assert bench.growth_exponent(rows, "m", "memory_bytes") == pytest.approx(2.0)
-    assert bench.growth_exponent(rows, "m", "train_step_ms") == pytest.approx(1.0)
-    assert bench.growth_exponent(rows[:1], "m", "memory_bytes") is None
+    assert report.growth_exponent(rows, "m", "memory_bytes") == pytest.approx(2.0)
+    assert report.growth_exponent(rows, "m", "train_step_ms") == pytest.approx(1.0)
+    assert report.growth_exponent(rows[:1], "m", "memory_bytes") is None
 
 
 def test_report_helpers():
@@ -200,16 +201,16 @@ def test_report_helpers():
         row("fast", 4096, steps=20, memory=10 + 2 * 4096),
         row("slow", 1024, steps=10), row("slow", 2048, steps=5), row("slow", 4096, status="oom"),
     ]
-    assert bench.crossover(rows, "fast", "transformer_cudnn") == "2048 (transformer_cudnn oom from 4096)"
-    assert bench.crossover(rows, "slow", "transformer_cudnn") == "not within the tested lengths"
-    assert bench.crossover(rows, "fast", "transformer_xla") == "n/a (transformer_xla did not run)"
+    assert report.crossover(rows, "fast", "transformer_cudnn") == "2048 (transformer_cudnn oom from 4096)"
+    assert report.crossover(rows, "slow", "transformer_cudnn") == "not within the tested lengths"
+    assert report.crossover(rows, "fast", "transformer_xla") == "n/a (transformer_xla did not run)"
     cpu = [row("transformer_cudnn", 1024, status="unsupported"), row("fast", 1024, steps=5)]
-    assert bench.crossover(cpu, "fast", "transformer_cudnn") == "n/a (transformer_cudnn unsupported here)"
-    fit = bench.memory_fit(rows, "fast")
+    assert report.crossover(cpu, "fast", "transformer_cudnn") == "n/a (transformer_cudnn unsupported here)"
+    fit = report.memory_fit(rows, "fast")
     assert fit["slope"] == pytest.approx(2.0) and fit["intercept"] == pytest.approx(10.0)
     assert fit["r2"] == pytest.approx(1.0) and fit["points"] == 3
-    assert bench.memory_fit(rows, "slow") is None
-    assert bench.device_slug("NVIDIA H200") == "nvidia-h200"
-    assert bench.attention_flops(32, 4, 1025, 64, 4, train=False) == 4 * 32 * 4 * 1025**2 * 64 * 4
-    table = bench.pytorch_comparison([row("transformer_cudnn", 1024, steps=134.0)])
+    assert report.memory_fit(rows, "slow") is None
+    assert sweep.device_slug("NVIDIA H200") == "nvidia-h200"
+    assert measure.attention_flops(32, 4, 1025, 64, 4, train=False) == 4 * 32 * 4 * 1025**2 * 64 * 4
+    table = report.pytorch_comparison([row("transformer_cudnn", 1024, steps=134.0)])
     assert table[0]["ratio_cudnn"] == pytest.approx(134 / 121) and table[0]["meets_target"]
