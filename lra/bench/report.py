@@ -104,14 +104,8 @@ def crossover(rows: list[dict[str, Any]], model: str, baseline: str) -> str:
     return f"{start}{note}"
 
 
-def memory_fit(rows: list[dict[str, Any]], model: str) -> dict[str, Any] | None:
-    """Least-squares memory_bytes ~ a + b * L over the model's ok rows."""
-    points = sorted((r["length"], r["memory_bytes"]) for r in rows
-                    if r["model"] == model and r["status"] == "ok" and r.get("memory_bytes"))
-    if len(points) < 2:
-        return None
-    xs = [float(p[0]) for p in points]
-    ys = [float(p[1]) for p in points]
+def _line_fit(xs: list[float], ys: list[float]) -> tuple[float, float, float] | None:
+    """Least-squares y ~ a + b * x: (slope b, intercept a, R^2); None without spread in x."""
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     sxx = sum((x - mx) ** 2 for x in xs)
     if sxx == 0:
@@ -120,24 +114,32 @@ def memory_fit(rows: list[dict[str, Any]], model: str) -> dict[str, Any] | None:
     intercept = my - slope * mx
     ss_tot = sum((y - my) ** 2 for y in ys)
     ss_res = sum((y - (intercept + slope * x)) ** 2 for x, y in zip(xs, ys))
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
+    return slope, intercept, (1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0)
+
+
+def _ok_points(rows, model: str, column: str) -> list[tuple[int, float]]:
+    return sorted((r["length"], float(r[column])) for r in rows
+                  if r["model"] == model and r["status"] == "ok" and r.get(column))
+
+
+def memory_fit(rows: list[dict[str, Any]], model: str) -> dict[str, Any] | None:
+    """Least-squares memory_bytes ~ a + b * L over the model's ok rows."""
+    points = _ok_points(rows, model, "memory_bytes")
+    fit = _line_fit([float(L) for L, _ in points], [y for _, y in points]) if len(points) > 1 else None
+    if fit is None:
+        return None
+    slope, intercept, r2 = fit
     return {"slope": slope, "intercept": intercept, "r2": r2, "points": len(points),
-            "lengths": [p[0] for p in points]}
+            "lengths": [L for L, _ in points]}
 
 
 def growth_exponent(rows: list[dict[str, Any]], model: str, column: str) -> float | None:
     """Least-squares slope of log(column) against log(L) over the model's ok rows: about 1
     for linear growth, 2 for quadratic (fixed overheads pull it below at short lengths)."""
-    points = [(math.log(r["length"]), math.log(r[column])) for r in rows
-              if r["model"] == model and r["status"] == "ok" and r.get(column)]
-    if len(points) < 2:
-        return None
-    mx = sum(x for x, _ in points) / len(points)
-    my = sum(y for _, y in points) / len(points)
-    sxx = sum((x - mx) ** 2 for x, _ in points)
-    if sxx == 0:
-        return None
-    return sum((x - mx) * (y - my) for x, y in points) / sxx
+    points = _ok_points(rows, model, column)
+    fit = (_line_fit([math.log(L) for L, _ in points], [math.log(y) for _, y in points])
+           if len(points) > 1 else None)
+    return None if fit is None else fit[0]
 
 
 def pytorch_comparison(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -202,6 +204,18 @@ def _pivot(rows, models, lengths, cell: Callable[[dict], str]) -> list[str]:
     return lines
 
 
+def _ratio_tables(rows, models, lengths, measure: str, title: str, reading: str) -> list[str]:
+    """One pivot of `<measure>_ratio_vs_<baseline>` per baseline that ran."""
+    lines = []
+    for base in BASELINES:
+        if any(r["model"] == base and r["status"] == "ok" for r in rows):
+            column = f"{measure}_ratio_vs_{base}"
+            lines += ["", f"### {title} relative to {base} (x, {reading})", ""]
+            lines += _pivot(rows, models, lengths,
+                            lambda r, c=column: _fmt(r[c], 2) + "x" if r[c] is not None else "-")
+    return lines
+
+
 def render_markdown(sweep: Sweep, rows: list[dict[str, Any]], plot_note: str | None) -> str:
     s, device = sweep.settings, sweep.device
     models = list(dict.fromkeys(r["model"] for r in rows))
@@ -246,24 +260,14 @@ def render_markdown(sweep: Sweep, rows: list[dict[str, Any]], plot_note: str | N
     if train:
         lines += ["## Training steps per second", ""]
         lines += _pivot(rows, models, lengths, lambda r: _fmt(r["train_steps_per_s"]))
-        for base in BASELINES:
-            if any(r["model"] == base and r["status"] == "ok" for r in rows):
-                lines += ["", f"### Training speed relative to {base} (x, >1 is faster)", ""]
-                lines += _pivot(rows, models, lengths,
-                                lambda r, b=base: _fmt(r[f"steps_ratio_vs_{b}"], 2) + "x"
-                                if r[f"steps_ratio_vs_{b}"] is not None else "-")
+        lines += _ratio_tables(rows, models, lengths, "steps", "Training speed", ">1 is faster")
         lines += [""]
     sources = {r["memory_source"] for r in rows if r["memory_source"]}
     memory_title = "Peak memory" if sources == {"peak_bytes_in_use"} else (
         "Compiled memory footprint" if sources == {"compiled"} else "Memory")
     lines += [f"## {memory_title} ({'training' if train else 'inference'} step)", ""]
     lines += _pivot(rows, models, lengths, lambda r: format_bytes(r["memory_bytes"]))
-    for base in BASELINES:
-        if any(r["model"] == base and r["status"] == "ok" for r in rows):
-            lines += ["", f"### Memory relative to {base} (x, <1 is less)", ""]
-            lines += _pivot(rows, models, lengths,
-                            lambda r, b=base: _fmt(r[f"memory_ratio_vs_{b}"], 2) + "x"
-                            if r[f"memory_ratio_vs_{b}"] is not None else "-")
+    lines += _ratio_tables(rows, models, lengths, "memory", "Memory", "<1 is less")
     lines += [""]
     if infer:
         lines += ["## Inference examples per second", ""]

@@ -49,51 +49,24 @@ COLUMNS = (
 
 
 
-def _positive_int(key: str, text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise LraError(f"{key}={text!r} must be a positive integer")
-    if value <= 0:
-        raise LraError(f"{key}={text!r} must be a positive integer")
-    return value
+def _number(convert, valid, what: str) -> Callable[[str, str], Any]:
+    """A parser of `key=value` numbers: convert, then check, else one clear error."""
+    def parse(key: str, text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not valid(value):
+            raise LraError(f"{key}={text!r} must be {what}")
+        return value
+    return parse
 
 
-def _nonnegative_int(key: str, text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise LraError(f"{key}={text!r} must be a non-negative integer")
-    if value < 0:
-        raise LraError(f"{key}={text!r} must be a non-negative integer")
-    return value
-
-
-def _positive_float(key: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise LraError(f"{key}={text!r} must be a positive number")
-    if not value > 0 or not math.isfinite(value):
-        raise LraError(f"{key}={text!r} must be a positive number")
-    return value
-
-
-def _fraction(key: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise LraError(f"{key}={text!r} must be a number in [0, 1)")
-    if not 0.0 <= value < 1.0:
-        raise LraError(f"{key}={text!r} must be a number in [0, 1)")
-    return value
-
-
-def _unit_fraction(key: str, text: str) -> float:
-    value = _positive_float(key, text)
-    if value > 1:
-        raise LraError(f"{key}={text!r} must be a fraction in (0, 1]")
-    return value
+_positive_int = _number(int, lambda v: v > 0, "a positive integer")
+_nonnegative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
+_positive_float = _number(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
+_fraction = _number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+_unit_fraction = _number(float, lambda v: 0 < v <= 1, "a fraction in (0, 1]")
 
 
 def _bool(key: str, text: str) -> bool:
