@@ -27,6 +27,16 @@ KERNEL_INIT = nnx.initializers.xavier_uniform()
 BIAS_INIT = nnx.initializers.normal(stddev=1e-6)
 
 
+class SsmParam(nnx.Param):
+    """A state-space parameter (A's eigenvalues, B, the log step size).
+
+    The S4/S5/LRU recipes train these at their own learning rate (`trainer.ssm_lr`)
+    with no weight decay. Marking them by type, not by leaf name, keeps a norm's
+    `scale` or a projection's `B` elsewhere from being caught by accident
+    (S5's own code matches leaf names: lindermanlab/S5 issue #10).
+    """
+
+
 @dataclasses.dataclass(frozen=True)
 class MixerShape:
     """What a token mixer needs to know about the encoder it sits in."""
