@@ -37,7 +37,7 @@ def usage() -> str:
             "",
             "commands:",
             "  train [overrides]     train, evaluate and write a run record (Hydra; -m to sweep)",
-            "  sweep [overrides]     train every model (or model=a,b) on a task, seeds via seed=0,1,2",
+            "  sweep [tasks= models= seeds=] the task x model x seed matrix, resumable (skips completed runs)",
             "  leaderboard           build results/leaderboard.csv and .md from run records",
             "  data prepare|info|verify  prepare, list and check data caches",
             "  bench [key=value]     speed and memory of every model, 1K-16K tokens (LRA Table 2)",
@@ -187,17 +187,9 @@ def _run_hydra(args: list[str]) -> int:
 
 
 def cmd_sweep(args: list[str]) -> int:
-    """Every registered model (unless model= is given) as one Hydra multirun."""
-    if any(a in ("-h", "--help") for a in args):
-        print("usage: lra sweep [task=...] [model=a,b] [seed=0,1,2] [other overrides]\n"
-              "Runs `lra train -m` over every registered model by default.")
-        return 0
-    from lra.registry import MODELS, load_all
+    from lra.sweep import main as sweep_main
 
-    load_all()
-    if not any(a.startswith("model=") for a in args):
-        args = [*args, "model=" + ",".join(MODELS.names())]
-    return cmd_train(["-m", *[a for a in args if a not in ("-m", "--multirun")]])
+    return sweep_main(args)
 
 
 def cmd_leaderboard(args: list[str]) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 from typing import Callable, Generic, TypeVar
 
 from lra.errors import LraError
@@ -44,6 +46,18 @@ TASKS: Registry = Registry("task")
 
 
 def load_all() -> None:
-    """Import the model and task packages so that their modules register themselves."""
+    """Import the model and task packages so that their modules register themselves.
+
+    Modules named in LRA_PLUGINS (comma-separated import paths) are imported too:
+    a researcher's own tasks and models register from outside the package, and
+    reach every command, worker processes of a sweep included.
+    """
     import lra.models  # noqa: F401
     import lra.tasks  # noqa: F401
+
+    for name in filter(None, (n.strip() for n in os.environ.get("LRA_PLUGINS", "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise LraError(f"LRA_PLUGINS names '{name}', which cannot be imported ({err}); "
+                           "fix the name or PYTHONPATH") from None
