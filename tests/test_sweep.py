@@ -96,3 +96,21 @@ def test_a_killed_sweep_resumes_to_the_records_of_an_uninterrupted_one(toy_overr
     assert sweep.main(sweep_args(toy_overrides, killed)) == 0
     assert "nothing to run" in capsys.readouterr().out
     assert sorted(p for p in killed.rglob("record.json")) == before
+
+
+def test_hydra_multirun_on_the_local_parallel_launcher_preset(toy_overrides, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "LRA_PLUGINS": "toy_task",
+           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    runs = tmp_path / "runs"
+    keep = [o for o in toy_overrides if not o.startswith(("trainer.max_steps", "runs_dir"))]
+    result = subprocess.run(
+        [sys.executable, "-m", "lra.cli", "train", "-m", "hydra/launcher=local_parallel",
+         "model=transformer,linear_transformer", *keep, "trainer.max_steps=10",
+         "trainer.eval_every=10", f"runs_dir={runs}"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    found = [json.loads(p.read_text()) for p in runs.rglob("record.json")]
+    assert sorted(r["model"] for r in found) == ["linear_transformer", "transformer"]
+    assert all(r["status"] == "completed" for r in found)
+    assert len({r["run_dir"] for r in found}) == 2
