@@ -181,10 +181,14 @@ def _gpu_count() -> int:
     return sum(line.startswith("GPU ") for line in out.stdout.splitlines())
 
 
-def _start_worker(job: Job, log_dir: Path, gpu: int | None) -> subprocess.Popen:
+def _start_worker(job: Job, log_dir: Path, gpu: int | None, sharing: int) -> subprocess.Popen:
+    """One `lra train` process; `sharing` workers share its GPU, so each takes that share
+    of the GPU's memory instead of JAX's default 75%."""
     env = dict(os.environ)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    if sharing > 1:
+        env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / sharing:.3f}")
     log = open(log_dir / f"{job.task}-{job.model}-s{job.seed}.log", "w")
     return subprocess.Popen([sys.executable, "-m", "lra.cli", "train", *job.overrides, "progress=false"],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -225,12 +229,13 @@ def run(jobs: list[Job], runs_dir: str, workers: int = 1) -> list[tuple[Job, str
         log_dir = Path(runs_dir) / "sweep-logs" / time.strftime("%Y%m%d-%H%M%S")
         log_dir.mkdir(parents=True, exist_ok=True)
         gpus = _gpu_count()
+        sharing = -(-workers // gpus) if gpus else 1
         queue, active = list(todo), {}
         while queue or active:
             while queue and len(active) < workers:
                 job = queue.pop(0)
                 slot = next(s for s in range(workers) if s not in {a[1] for a in active.values()})
-                active[job] = (_start_worker(job, log_dir, slot % gpus if gpus > 1 else None), slot,
+                active[job] = (_start_worker(job, log_dir, slot % gpus if gpus > 1 else None, sharing), slot,
                                time.perf_counter())
             time.sleep(0.5)
             for job, (proc, _, start) in list(active.items()):
