@@ -62,16 +62,20 @@ def test_without_prepared_data_the_default_task_list_is_an_error(tmp_path):
         sweep.main([f"data_dir={tmp_path / 'empty'}", f"runs_dir={tmp_path / 'runs'}"])
 
 
-def test_a_killed_sweep_resumes_to_the_records_of_an_uninterrupted_one(toy_overrides, tmp_path, capsys):
+def test_a_killed_sweep_resumes_to_the_records_of_an_uninterrupted_one(toy_overrides, tmp_path, capsys,
+                                                                        monkeypatch):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "LRA_PLUGINS": "toy_task",
+           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    for key in ("LRA_PLUGINS", "PYTHONPATH"):
+        monkeypatch.setenv(key, env[key])
+    # Uninterrupted, with two worker processes at once.
     whole = tmp_path / "whole"
-    assert sweep.main(sweep_args(toy_overrides, whole)) == 0
+    assert sweep.main([*sweep_args(toy_overrides, whole), "jobs=2"]) == 0
     expected = records(whole)
     assert sorted(expected) == [0, 1]
 
-    # The same sweep in a worker process, killed once its first record exists.
+    # The same sweep, one job at a time in one process, killed once its first record exists.
     killed = tmp_path / "killed"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "LRA_PLUGINS": "toy_task",
-           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "lra.cli", "sweep", *sweep_args(toy_overrides, killed)]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
