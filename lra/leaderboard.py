@@ -138,7 +138,7 @@ def reference_config(task: str, model: str) -> dict[str, Any] | None:
     try:
         cfg = compose([f"task={task}", f"model={model}"])
         return flatten(OmegaConf.to_container(cfg, resolve=True))
-    except (LraError, Exception):  # an unregistered model, or a config that no longer composes
+    except LraError:  # an unregistered model, or a config that no longer composes
         return None
 
 
