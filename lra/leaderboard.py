@@ -441,7 +441,7 @@ class Board:
     fields: list[dict]
     skipped: list[str]
     published: list[dict]
-    summary: list[dict]  # one per model of the main table: cells and averages
+    summary: list[dict]  # one per model of the main table, then per baseline: cells and averages
 
 
 def build(roots, out_dir, reference_dir=DEFAULT_REFERENCE_DIR, reference_of=reference_config) -> Board:
@@ -454,13 +454,19 @@ def build(roots, out_dir, reference_dir=DEFAULT_REFERENCE_DIR, reference_of=refe
         row.published = published_for(published, row.model, row.task)
     fields = [row_fields(row, Path(out_dir)) for row in rows]
     summary = []
-    main = [r for r in rows if r.section == "main"]
-    for model in sorted({r.model for r in main}):
-        cells = {r.task: r for r in main if r.model == model}
-        means = {task: cells[task].mean if task in cells else None for task in TASK_ORDER}
-        avg5, avg6 = lra_averages(means, pathx_failed(cells.get("pathx")))
-        summary.append({"model": model, "cells": cells, "avg5": avg5, "avg6": avg6})
-    summary.sort(key=lambda s: (-(s["avg5"] if s["avg5"] is not None else -1.0), s["model"]))
+    for section in ("main", "baseline"):  # models, then the baselines as reference lines
+        chosen = [r for r in rows if r.section == section]
+        entries = []
+        for model in sorted({r.model for r in chosen}):
+            cells: dict[str, Row] = {}
+            for row in chosen:  # a baseline with several configurations: its first (most seeds first)
+                if row.model == model and (row.task not in cells or len(row.runs) > len(cells[row.task].runs)):
+                    cells[row.task] = row
+            means = {task: cells[task].mean if task in cells else None for task in TASK_ORDER}
+            avg5, avg6 = lra_averages(means, pathx_failed(cells.get("pathx")))
+            entries.append({"model": model, "cells": cells, "avg5": avg5, "avg6": avg6,
+                            "baseline": section == "baseline"})
+        summary += sorted(entries, key=lambda s: (-(s["avg5"] if s["avg5"] is not None else -1.0), s["model"]))
     return Board(rows, fields, skipped, published, summary)
 
 
@@ -499,7 +505,8 @@ def to_markdown(board: Board, plot_name: str | None) -> str:
     lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for entry in board.summary:
         cells = [md_cell(entry["cells"].get(t)) for t in TASK_ORDER]
-        lines.append("| " + " | ".join([entry["model"], *cells, num(entry["avg5"]), num(entry["avg6"])]) + " |")
+        name = f"*{entry['model']}* (baseline)" if entry["baseline"] else entry["model"]
+        lines.append("| " + " | ".join([name, *cells, num(entry["avg5"]), num(entry["avg6"])]) + " |")
     if not board.summary:
         lines.append("| (no run of a reference configuration yet) |" + " |" * (len(header) - 1))
     lines += ["", "## Every configuration", "",
@@ -534,15 +541,23 @@ def to_markdown(board: Board, plot_name: str | None) -> str:
 
 
 def published_markdown(published: list[dict]) -> list[str]:
-    header = ["model (as published)", *(TASK_TITLES[t] for t in TASK_ORDER), "source", "note"]
+    header = ["model (as published)", *(TASK_TITLES[t] for t in TASK_ORDER), "avg (5)", "avg (6)", "source", "note"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for (source, paper_model), entries in published_groups(published):
         by_task = {e["task"]: e for e in entries}
         cells = [published_cell(by_task.get(t)) for t in TASK_ORDER]
         notes = "; ".join(sorted({e["note"] for e in entries if e["note"]}))
         table = entries[0]["table"]
-        lines.append("| " + " | ".join([paper_model, *cells, f"{source}, {table}", notes]) + " |")
+        avg5, avg6 = published_averages(by_task)
+        lines.append("| " + " | ".join([paper_model, *cells, num(avg5), num(avg6), f"{source}, {table}", notes]) + " |")
     return lines
+
+
+def published_averages(by_task: dict[str, dict]) -> tuple[float | None, float | None]:
+    """Both averages of a published row, computed here from its numbers (a FAIL as 50)."""
+    cells = {t: by_task[t]["accuracy"] for t in TASK_ORDER if t in by_task}
+    failed = "pathx" in by_task and by_task["pathx"]["accuracy"] is None and "FAIL" in by_task["pathx"]["note"].upper()
+    return lra_averages(cells, failed)
 
 
 def published_groups(published: list[dict]):
@@ -611,7 +626,9 @@ def to_html(board: Board, plot_png: bytes | None, curves: dict[str, str]) -> str
         cells = [td(e(md_cell(entry["cells"].get(t))).replace("**best**", "<b>best</b>"), True,
                     num(entry["cells"][t].mean) if t in entry["cells"] else "", raw=True)
                  for t in TASK_ORDER]
-        parts.append(f"<tr>{td(entry['model'])}{''.join(cells)}{td(num(entry['avg5']), True)}{td(num(entry['avg6']), True)}</tr>")
+        kind = ' class="baseline"' if entry["baseline"] else ""
+        name = entry["model"] + (" (baseline)" if entry["baseline"] else "")
+        parts.append(f"<tr{kind}>{td(name)}{''.join(cells)}{td(num(entry['avg5']), True)}{td(num(entry['avg6']), True)}</tr>")
     parts.append("</tbody></table>")
     if plot_png is not None:
         import base64
@@ -643,12 +660,14 @@ def to_html(board: Board, plot_png: bytes | None, curves: dict[str, str]) -> str
     parts += ["</tbody></table>", "<h2>Published numbers</h2>",
               "<p>From results/reference/*.csv; each row names its paper and table. FAIL: no better than chance.</p>",
               '<table class="sortable" id="published"><thead><tr><th>model (as published)</th>']
-    parts += [f"<th>{TASK_TITLES[t]}</th>" for t in TASK_ORDER] + ["<th>source</th><th>note</th></tr></thead><tbody>"]
+    parts += [f"<th>{TASK_TITLES[t]}</th>" for t in TASK_ORDER]
+    parts += ["<th>avg (5)</th><th>avg (6)</th><th>source</th><th>note</th></tr></thead><tbody>"]
     for (source, paper_model), entries in published_groups(board.published):
         by_task = {x["task"]: x for x in entries}
         cells = "".join(td(published_cell(by_task.get(t)), True) for t in TASK_ORDER)
+        averages = "".join(td(num(v), True) for v in published_averages(by_task))
         notes = "; ".join(sorted({x["note"] for x in entries if x["note"]}))
-        parts.append(f"<tr>{td(paper_model)}{cells}{td(source + ', ' + entries[0]['table'])}{td(notes)}</tr>")
+        parts.append(f"<tr>{td(paper_model)}{cells}{averages}{td(source + ', ' + entries[0]['table'])}{td(notes)}</tr>")
     parts += ["</tbody></table>", "<h2>Records skipped</h2><ul>"]
     parts += [f"<li>{e(line)}</li>" for line in board.skipped] or ["<li>none</li>"]
     parts += ["</ul>", f"<script>{SORT_SCRIPT}</script>", "</body></html>"]
