@@ -38,7 +38,8 @@ def usage() -> str:
             "commands:",
             "  train [overrides]     train, evaluate and write a run record (Hydra; -m to sweep)",
             "  sweep [tasks= models= seeds=] the task x model x seed matrix, resumable (skips completed runs)",
-            "  leaderboard           build results/leaderboard.csv and .md from run records",
+            "  leaderboard           leaderboard (csv, md, html, png) from run records (--out results)",
+            "  plot RUN_DIR...       loss and accuracy curves of runs (--out file.png)",
             "  data prepare|info|verify  prepare, list and check data caches",
             "  bench [key=value]     speed and memory of every model, 1K-16K tokens (LRA Table 2)",
             "",
@@ -193,14 +194,20 @@ def cmd_sweep(args: list[str]) -> int:
 
 
 def cmd_leaderboard(args: list[str]) -> int:
-    from lra.leaderboard import write_leaderboard
+    from lra.leaderboard import DEFAULT_REFERENCE_DIR, write_leaderboard
 
     parser = argparse.ArgumentParser(prog="lra leaderboard", description="Build the leaderboard from run records.")
     parser.add_argument("--runs", nargs="+", default=["runs"], help="folders searched for record.json (default: runs)")
-    parser.add_argument("--out", default="results", help="output folder (default: results)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: <first runs folder>/leaderboard; the committed one: --out results)")
+    parser.add_argument("--reference", default=str(DEFAULT_REFERENCE_DIR), help="folder of published-number CSVs")
     opts = parser.parse_args(args)
-    csv_path, md_path, count = write_leaderboard(opts.runs, opts.out)
-    print(f"{count} run(s) -> {csv_path} and {md_path}")
+    out = opts.out if opts.out is not None else str(Path(opts.runs[0]) / "leaderboard")
+    result = write_leaderboard(opts.runs, out, reference_dir=opts.reference)
+    for line in result["skipped"]:
+        print(line, file=sys.stderr)
+    written = ", ".join(str(p) for p in result["paths"].values())
+    print(f"{result['runs']} run(s), {len(result['skipped'])} record(s) skipped -> {written}")
     return 0
 
 
@@ -210,6 +217,12 @@ def cmd_data(args: list[str]) -> int:
     return data_main(args)
 
 
+def cmd_plot(args: list[str]) -> int:
+    from lra.plot import main as plot_main
+
+    return plot_main(args)
+
+
 def cmd_bench(args: list[str]) -> int:
     from lra.bench import main as bench_main
 
@@ -217,7 +230,7 @@ def cmd_bench(args: list[str]) -> int:
 
 
 COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "leaderboard": cmd_leaderboard, "data": cmd_data,
-            "bench": cmd_bench}
+            "bench": cmd_bench, "plot": cmd_plot}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,22 +4,134 @@ The record holds everything needed to compare and reproduce a run: what ran
 (task, model, seed, resolved config, data manifest), what came out (best
 validation and test metrics), what it cost (time, throughput, memory), and
 where (backend, devices, package versions, git commit).
+
+`RunRecord` is the one typed form of a record: the writer validates into it,
+the leaderboard and the tests read through it. Fields a newer writer adds that
+this version does not know are kept in `extra` (and written back), so helpers
+can add a field without breaking each other; a change of meaning of a known
+field bumps `SCHEMA_VERSION`, and readers skip records of another version.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+import math
 import os
 import platform
 import subprocess
+import tempfile
 from importlib import metadata
 from pathlib import Path
+from typing import Any
+
+from lra.errors import LraError
 
 SCHEMA_VERSION = 1
 RECORD = "record.json"
-STATUSES = ("completed", "failed", "diverged")
+STATUSES = ("completed", "failed", "diverged", "interrupted")
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "hydra-core", "orbax-checkpoint", "lra")
+
+
+class RecordError(LraError):
+    """A record that cannot be written or read as a RunRecord (one line: what is wrong)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """One run. Required: what ran and how it ended; the rest is present when known."""
+
+    task: str
+    model: str
+    seed: int
+    status: str
+    config: dict[str, Any]
+    schema_version: int = SCHEMA_VERSION
+    experiment: str | None = None
+    data: dict[str, Any] | None = None
+    started: str | None = None
+    date: str | None = None
+    run_dir: str | None = None
+    git_commit: str | None = None
+    versions: dict[str, str] | None = None
+    backend: str | None = None
+    device_kind: str | None = None
+    device_count: int | None = None
+    process_count: int | None = None
+    param_count: int | None = None
+    error: str | None = None
+    steps: int | None = None
+    stopped_by: str | None = None
+    best_val: dict[str, Any] | None = None
+    test: dict[str, Any] | None = None
+    wall_seconds: float | None = None
+    train_seconds: float | None = None
+    compile_seconds: float | None = None
+    steps_per_second: float | None = None
+    examples_per_second: float | None = None
+    peak_memory_bytes: int | None = None
+    val_is_test: bool | None = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, payload: Any) -> RunRecord:
+        """Validate a decoded record; RecordError names the first thing wrong."""
+        if not isinstance(payload, dict):
+            raise RecordError(f"a record is a JSON object, not {type(payload).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        values = {k: v for k, v in payload.items() if k in known}
+        extra = {k: v for k, v in payload.items() if k not in known}
+        for name in ("task", "model", "seed", "status", "config"):
+            if name not in values:
+                raise RecordError(f"the record has no '{name}' (partial record)")
+        record = cls(**values, extra=extra)
+        record._check()
+        return record
+
+    def _check(self) -> None:
+        types = {
+            "task": str, "model": str, "seed": int, "status": str, "config": dict, "schema_version": int,
+            "experiment": str, "data": dict, "best_val": dict, "test": dict, "steps": int,
+            "param_count": int, "device_count": int, "process_count": int, "peak_memory_bytes": int,
+            "stopped_by": str, "device_kind": str, "val_is_test": bool,
+            "wall_seconds": (int, float), "train_seconds": (int, float), "compile_seconds": (int, float),
+            "steps_per_second": (int, float), "examples_per_second": (int, float),
+        }
+        for name, kind in types.items():
+            value = getattr(self, name)
+            if value is None and name not in ("task", "model", "seed", "status", "config", "schema_version"):
+                continue
+            if isinstance(value, bool) and kind is not bool:
+                raise RecordError(f"record field '{name}' is a boolean, expected {_kind(kind)}")
+            if not isinstance(value, kind):
+                raise RecordError(f"record field '{name}' is {type(value).__name__}, expected {_kind(kind)}")
+        if self.status not in STATUSES:
+            raise RecordError(f"record status '{self.status}' is not one of {', '.join(STATUSES)}")
+        if self.status == "completed":
+            accuracy = (self.test or {}).get("accuracy")
+            if not _finite_number(accuracy):
+                raise RecordError(f"a completed record needs a finite test accuracy, not {accuracy!r}")
+            if not 0.0 <= accuracy <= 1.0:
+                raise RecordError(f"test accuracy {accuracy} is not a fraction in [0, 1]")
+
+    @property
+    def test_accuracy(self) -> float | None:
+        value = (self.test or {}).get("accuracy")
+        return float(value) if _finite_number(value) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        payload = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        payload = {k: v for k, v in payload.items() if v is not None or k == "experiment"}
+        return {**self.extra, **payload}
+
+
+def _kind(kind) -> str:
+    return " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def package_versions() -> dict[str, str]:
@@ -57,19 +169,99 @@ def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+def strict_json(value: Any) -> Any:
+    """`value` with NaN and +-Inf as None and numpy scalars as Python numbers, so that
+    `json.dumps(..., allow_nan=False)` succeeds: bare NaN/Infinity are not JSON."""
+    if isinstance(value, dict):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:
+        value = value.item()  # numpy scalar or 0-d array
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)  # a Path, a date: their text
 
 
-def write_record(run_dir: Path, record: dict) -> Path:
-    if record.get("status") not in STATUSES:
-        raise ValueError(f"record status must be one of {STATUSES}")
-    record = {"schema_version": SCHEMA_VERSION, **record}
-    path = Path(run_dir) / RECORD
-    write_json_atomic(path, record)
+def write_atomic(path: str | os.PathLike, content: str | bytes) -> Path:
+    """Write a whole file or nothing: a temporary file in the same folder, flushed and
+    fsynced, renamed over `path`, then the folder fsynced so the rename survives a crash.
+    Readers see the old file or the new one, never a partial or empty one."""
+    path = Path(path)
+    data = content.encode() if isinstance(content, str) else content
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for everyone to read
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
     return path
+
+
+def fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # a platform without directory handles
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def dumps_json(payload: Any) -> str:
+    return json.dumps(strict_json(payload), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    write_atomic(path, dumps_json(payload))
+
+
+def write_record(run_dir: str | os.PathLike, record: dict | RunRecord) -> Path:
+    """Validate `record` (a dict, as lra/run.py builds it, or a RunRecord) and write it
+    as run_dir/record.json. NaN and Inf (a diverged loss) are written as null."""
+    if isinstance(record, dict):
+        record = RunRecord.from_dict(strict_json({"schema_version": SCHEMA_VERSION, **record}))
+    elif isinstance(record, RunRecord):
+        record._check()
+    else:
+        raise RecordError(f"write_record takes a dict or a RunRecord, not {type(record).__name__}")
+    return write_atomic(Path(run_dir) / RECORD, dumps_json(record.to_dict()))
+
+
+def read_record(path: str | os.PathLike) -> RunRecord:
+    """The record at `path`; RecordError (one line) if it is unreadable, not strict JSON,
+    partial, ill-typed, or of another schema version."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise RecordError(f"cannot read it ({type(err).__name__})") from None
+    if not text.strip():
+        raise RecordError("empty file")
+
+    def no_constants(name: str):
+        raise ValueError(f"bare {name} is not JSON")
+
+    try:
+        payload = json.loads(text, parse_constant=no_constants)
+    except ValueError as err:
+        raise RecordError(f"corrupt JSON ({str(err).splitlines()[0]})") from None
+    if isinstance(payload, dict):
+        version = payload.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise RecordError(f"schema_version {version!r}; this lra reads version {SCHEMA_VERSION}")
+    return RunRecord.from_dict(payload)
 
 
 def find_records(*roots: str | os.PathLike) -> list[Path]:
