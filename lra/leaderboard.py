@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 import html
 import io
 import json
@@ -39,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from lra.errors import LraError
-from lra.records import RecordError, RunRecord, find_records, read_record, write_atomic
+from lra.records import (RUN_LOCAL, RecordError, RunRecord, config_hash, find_records, flatten,
+                         read_record, write_atomic)
 
 TASK_ORDER = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 TASK_TITLES = {"listops": "ListOps", "text": "Text", "retrieval": "Retrieval", "image": "Image",
@@ -48,9 +48,6 @@ LRA5 = TASK_ORDER[:5]  # LRA paper (Tay et al. 2020, Table 1): Path-X left out o
 CHANCE_PATHX = 50.0  # S4 (Gu et al. 2022, Table 4) and later: a failed Path-X counts as 50
 BASELINE_PREFIX = "baseline_"  # reference rows (majority class, ...) written by lra/stats.py
 
-# Where and how a run was made, not what it computed: left out of the row identity.
-RUN_LOCAL = ("seed", "runs_dir", "data_dir", "progress", "trainer.max_seconds",
-             "task.data.path", "task.data.workers")
 # How it was executed: part of the row identity (a bf16 row is not an fp32 row), shown in
 # the columns, but not a departure from the task's reference configuration.
 EXECUTION = ("trainer.precision", "model.implementation", "trainer.eval_batch_size",
@@ -110,22 +107,6 @@ class Row:
     @property
     def std(self) -> float | None:  # sample std; one seed has no spread (not a misleading 0)
         return statistics.stdev(self.accuracies) if len(self.runs) > 1 else None
-
-
-def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def config_hash(config: dict) -> str:
-    identity = {k: v for k, v in flatten(config).items() if k not in RUN_LOCAL}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @functools.lru_cache(maxsize=None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import math
 import os
@@ -163,6 +164,33 @@ def git_commit() -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + ("+dirty" if dirty else "")
+
+
+# Where and how a run was made, not what it computed: left out of a configuration's identity.
+RUN_LOCAL = ("seed", "runs_dir", "data_dir", "progress", "trainer.max_seconds",
+             "task.data.path", "task.data.workers")
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_hash(config: dict) -> str:
+    """The identity of a resolved run config, seed and RUN_LOCAL keys left out.
+
+    Runs with the same hash are seeds of one configuration: the leaderboard groups
+    them into one row, and `lra sweep` skips a job whose hash already completed (a
+    time budget is left out, so a run made of several time-limited slots is one run).
+    """
+    identity = {k: v for k, v in flatten(config).items() if k not in RUN_LOCAL}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def utc_now() -> str:

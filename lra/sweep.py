@@ -14,7 +14,6 @@ Jobs run one after another in this process (`jobs=1`, the default), or in
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import subprocess
@@ -26,23 +25,9 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from lra.errors import LraError
-from lra.records import find_records
+from lra.records import config_hash, find_records
 
-# Keys that say where or how visibly a run happens, never what it computes.
-RUN_LOCAL_KEYS = ("seed", "runs_dir", "data_dir", "progress")
 SWEEP_KEYS = ("tasks", "models", "seeds", "jobs", "dry_run")
-
-
-def config_fingerprint(config: dict[str, Any]) -> str:
-    """A short hash of a resolved run config, leaving out the seed and run-local keys.
-
-    Two runs with the same fingerprint differ only by seed: their records are
-    repeats of one configuration (the trainer's time budget is left in, since a
-    budget-stopped run is not the run that finished).
-    """
-    shaping = {k: v for k, v in config.items() if k not in RUN_LOCAL_KEYS}
-    blob = json.dumps(shaping, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +116,7 @@ def plan(options: dict[str, Any], overrides: list[str]) -> list[Job]:
             except LraError as err:  # refuse the whole sweep before any job has run
                 raise LraError(f"job {task}/{model} is invalid: {err}; fix it, or leave it out "
                                "with tasks=/models=") from None
-            fingerprint = config_fingerprint(OmegaConf.to_container(cfg, resolve=True))
+            fingerprint = config_hash(OmegaConf.to_container(cfg, resolve=True))
             for seed in options["seeds"]:  # named as records name them (task.name may be overridden)
                 jobs.append(Job(cfg.task.name, cfg.model.name, seed, (*job_overrides, f"seed={seed}"),
                                 fingerprint, experiment))
@@ -145,7 +130,7 @@ def completed_runs(runs_dir: str) -> dict[tuple, Path]:
         try:
             record = json.loads(path.read_text())
             key = (record["task"], record["model"], int(record["seed"]),
-                   config_fingerprint(record["config"]))
+                   config_hash(record["config"]))
         except (OSError, ValueError, KeyError, TypeError):
             continue  # the leaderboard reports unreadable records; a sweep just reruns them
         if record.get("status") == "completed":

@@ -43,13 +43,6 @@ def test_sweep_options_are_parsed_and_the_rest_passed_to_train():
             sweep.parse_args([bad])
 
 
-def test_fingerprint_ignores_seed_and_paths_but_not_the_configuration():
-    base = {"seed": 0, "runs_dir": "a", "data_dir": "b", "progress": True, "trainer": {"lr": 0.1}}
-    same = {**base, "seed": 3, "runs_dir": "x", "data_dir": "y", "progress": False}
-    assert sweep.config_fingerprint(base) == sweep.config_fingerprint(same)
-    assert sweep.config_fingerprint(base) != sweep.config_fingerprint({**base, "trainer": {"lr": 0.2}})
-
-
 def test_an_invalid_job_stops_the_sweep_before_anything_runs(toy_overrides, tmp_path):
     args = sweep_args(toy_overrides, tmp_path / "runs") + ["encoder.num_heads=3"]  # 3 does not divide 32
     with pytest.raises(LraError, match="job listops/transformer is invalid: .*does not divide"):
