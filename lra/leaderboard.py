@@ -114,7 +114,7 @@ def reference_config(task: str, model: str) -> dict[str, Any] | None:
     """The flattened config `lra train task=<task> model=<model>` composes (None: no such pair)."""
     from omegaconf import OmegaConf
 
-    from lra.cli import compose
+    from lra.config import compose
 
     try:
         cfg = compose([f"task={task}", f"model={model}"])

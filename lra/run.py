@@ -6,6 +6,7 @@ gets any file of ours, so a bad override leaves no partial record behind.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -24,11 +25,12 @@ from lra.records import git_commit, package_versions, utc_now, write_record
 from lra.registry import load_all
 from lra.tasks.base import TaskSpec, get_task
 from lra.tracking import JsonlTracker, Tracker
-from lra.trainer import PRECISIONS, Trainer, check_trainer, peak_memory_bytes
+from lra.trainer import PRECISIONS, Trainer, TrainerConfig, peak_memory_bytes
 
-ENCODER_FIELDS = (
-    "num_layers", "dim", "num_heads", "qkv_dim", "mlp_dim",
-    "dropout", "attention_dropout", "pooling", "learned_pos_emb",
+# The encoder options a config may set: every EncoderConfig field but those the
+# task (vocab_size, max_len) and trainer.precision (dtype) decide.
+ENCODER_FIELDS = tuple(
+    f.name for f in dataclasses.fields(EncoderConfig) if f.name not in ("vocab_size", "max_len", "dtype")
 )
 
 
@@ -45,31 +47,45 @@ def encoder_config(cfg: DictConfig, spec: TaskSpec) -> EncoderConfig:
             f"unknown encoder option(s) {', '.join(sorted(unknown))}; "
             f"valid: {', '.join(ENCODER_FIELDS)}"
         )
-    return EncoderConfig(
+    return EncoderConfig(  # an option the config does not set takes the dataclass default
         vocab_size=spec.vocab_size,
         max_len=spec.seq_len,
         dtype=PRECISIONS.get(cfg.trainer.precision),
-        **{field: cfg.encoder[field] for field in ENCODER_FIELDS},
+        **{field: cfg.encoder[field] for field in ENCODER_FIELDS if field in cfg.encoder},
     )
 
 
 def validate(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig]:
-    """All config-time checks: names, trainer, task and model against the task."""
+    """All config-time checks: seed, names, trainer, task and model against the task."""
+    spec, enc, _ = checked(cfg)
+    return spec, enc
+
+
+def checked(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig, TrainerConfig]:
+    """`validate`, also returning the typed trainer options (what a run uses)."""
     try:
         return _validate(cfg)
     except (ValueError, TypeError) as err:  # e.g. task.seq_len=abc
         raise LraError(f"a config value has the wrong type ({err}); fix the override")
 
 
-def _validate(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig]:
+def check_seed(seed) -> int:
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise LraError(f"seed must be an integer >= 0, got {seed!r}")
+    return seed
+
+
+def _validate(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig, TrainerConfig]:
     load_all()
+    check_seed(cfg.seed)
     task = get_task(cfg.task.name)
     task.check(cfg.task)
-    check_trainer(cfg.trainer)
+    trainer = TrainerConfig.from_config(cfg.trainer)
+    trainer.check_devices(jax.device_count())
     spec = task.spec(cfg.task)
     enc = encoder_config(cfg, spec)
     check_model(cfg.model.name, model_options(cfg), enc)
-    return spec, enc
+    return spec, enc, trainer
 
 
 def build(cfg: DictConfig, spec: TaskSpec, enc: EncoderConfig) -> nnx.Module:
@@ -113,13 +129,13 @@ def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None 
     `experiment` names the preset the config was composed with (the leaderboard
     keeps preset runs apart from runs of the task's own configuration).
     """
-    spec, enc = validate(cfg)
+    spec, enc, trainer_cfg = checked(cfg)
     splits, manifest = lra_data.load(cfg.task, cfg.data_dir)
     seed = int(cfg.seed)
     loaders = {
         name: BatchLoader(
             splits[name],
-            int(cfg.trainer.batch_size if name == "train" else cfg.trainer.eval_batch_size),
+            trainer_cfg.batch_size if name == "train" else trainer_cfg.eval_batch_size,
             train=name == "train",
             seed=seed,
             process_index=jax.process_index(),
@@ -144,10 +160,11 @@ def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None 
     }
     tracker = tracker or JsonlTracker(run_dir / "metrics.jsonl")
     try:
-        trainer = Trainer(build(cfg, spec, enc), cfg.trainer, seed=seed, tracker=tracker)
+        trainer = Trainer(build(cfg, spec, enc), trainer_cfg, seed=seed, tracker=tracker)
         record["param_count"] = trainer.param_count
         fit = trainer.fit(loaders["train"], loaders["val"], progress=progress)
-        test = trainer.evaluate(fit["best_params"], loaders["test"], keep_predictions=True)
+        test = trainer.evaluate(fit["best_params"], fit["best_model_state"], loaders["test"],
+                                keep_predictions=True)
         tracker.log(fit["steps"], {"test/loss": test["loss"], "test/accuracy": test["accuracy"]})
     except LraError:
         raise

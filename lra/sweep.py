@@ -89,7 +89,7 @@ def prepared_tasks(data_dir: str) -> list[str]:
 
 def plan(options: dict[str, Any], overrides: list[str]) -> list[Job]:
     """Every job of the matrix, each composed and validated before any runs."""
-    from lra.cli import _check_overrides, compose
+    from lra.config import compose
     from lra.registry import MODELS, TASKS, load_all
     from lra.run import validate
 
@@ -110,7 +110,6 @@ def plan(options: dict[str, Any], overrides: list[str]) -> list[Job]:
         for model in models:
             job_overrides = [f"task={task}", f"model={model}", *overrides]
             try:
-                _check_overrides(job_overrides)
                 cfg = compose(job_overrides)
                 validate(cfg)
             except LraError as err:  # refuse the whole sweep before any job has run
@@ -139,12 +138,15 @@ def completed_runs(runs_dir: str) -> dict[tuple, Path]:
 
 
 def _run_in_process(job: Job) -> tuple[str, float | None]:
-    from lra.cli import compose
+    from omegaconf import open_dict
+
+    from lra.config import compose
     from lra.run import train_and_record
 
-    cfg = compose(list(job.overrides))
-    run_dir = Path(cfg.runs_dir) / cfg.task.name / cfg.model.name / (
-        time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 10**6:06d}-s{job.seed}")
+    cfg = compose(list(job.overrides), hydra=True)
+    run_dir = Path(cfg.hydra.run.dir)  # the folder `lra train` would use
+    with open_dict(cfg):
+        del cfg["hydra"]
     try:
         record = train_and_record(cfg, run_dir, progress=False, experiment=job.experiment)
     except LraError as err:
@@ -264,7 +266,7 @@ def main(args: list[str]) -> int:
         return 0
     options, overrides = parse_args(args)
     jobs = plan(options, overrides)
-    from lra.cli import compose
+    from lra.config import compose
 
     runs_dir = compose(overrides).runs_dir
     if options["dry_run"]:

@@ -1,10 +1,10 @@
-"""Shared test fixtures: a tiny registered task, and the Hydra compose helper."""
+"""Shared test fixtures: a tiny registered task and the compose helper."""
 
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_module
 
+from lra.config import compose
 from lra.registry import load_all
 
 import toy_task  # noqa: F401  (registers toy_first_token; worker processes get it via LRA_PLUGINS)
@@ -13,8 +13,8 @@ load_all()
 
 
 def compose_config(*overrides: str):
-    with initialize_config_module(config_module="lra.configs", version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
+    """The config `lra train` would run with (lra.config.compose)."""
+    return compose(list(overrides))
 
 
 TINY = (

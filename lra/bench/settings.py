@@ -18,11 +18,9 @@ BASELINES = {
 # Models whose memory should grow linearly with length (fitted in the report). A new
 # linear-time mixer (an SSM, say) joins them by setting `linear_time = True` on its class.
 LINEAR_MODELS = ("performer", "linear_transformer", "linformer", "local")
-# Training steps/s of a plain PyTorch 2.11 implementation of the same shape
-# (torch.compile, SDPA flash, bf16 autocast, fused AdamW) on the H200. Given to
-# us in the issue, NOT measured by this harness.
-PYTORCH_REFERENCE = {1024: 121.0, 2048: 92.0, 3072: 52.0, 4096: 34.0, 8192: 11.0, 16384: 3.15}
-PYTORCH_TARGET_RATIO = 1.1
+# The goal against the PyTorch peer (issue 11): transformer_cudnn >= 1.1x its steps/s
+# at every length, both measured in the same device call (peer=).
+PEER_TARGET_RATIO = 1.1
 PEAK_TFLOPS = {"bf16": 790.0, "fp32": 67.0}  # measured H200 dense matmul peaks
 MODES = ("train", "infer", "both")
 PRECISIONS = ("bf16", "fp32")
@@ -176,6 +174,8 @@ OPTIONS: dict[str, tuple[Callable[[str, str], Any], Any, str]] = {
     "merge": (_paths, None, "merge=a.json,b.json: write one report of earlier runs' efficiency-*.json "
               "(later files win), measuring nothing"),
     "plot": (_bool, True, "write the PNG plot (needs matplotlib: pip install 'lra[plot]')"),
+    "peer": (_auto(_text), None, "peer=<file>: the JSON of shared/bench/peer_torch_lra.py measured in the "
+             "same job; the report gives lra/peer steps/s per length (default: none)"),
     "seed": (_nonnegative_int, 0, "parameter and token seed"),
     "layers": (_positive_int, 4, "encoder layers"),
     "dim": (_positive_int, 256, "model width"),
