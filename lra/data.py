@@ -103,6 +103,8 @@ def prepare(task_cfg, data_dir: str | os.PathLike, *, force: bool = False) -> Pa
             "counts": counts,
             "files": files,
             "source": built.meta,
+            "warnings": list(built.warnings),
+            "val_is_test": bool(built.val_is_test),
             "build_seconds": round(seconds, 2),
             "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
