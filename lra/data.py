@@ -274,13 +274,12 @@ def load(task_cfg, data_dir: str | os.PathLike) -> tuple[dict, dict]:
 
 
 def _the_one_prepared(task: Task, task_cfg, data_dir) -> Path:
-    wanted = _plain(task_cfg.data) or {}
-    same = lambda data: {k: v for k, v in data.items() if k not in LOCATION_KEYS + NOT_SHAPING}  # noqa: E731
+    wanted = _what_it_holds(_plain(task_cfg.data) or {})
     found = [
         (path, manifest) for path, manifest in list_prepared(data_dir)
         if manifest.get("task") == task.name and manifest.get("version") == task.version
         and manifest.get("format") == CACHE_FORMAT and manifest.get("seq_len") == int(task_cfg.seq_len)
-        and same(manifest.get("data") or {}) == same(wanted)
+        and _what_it_holds(manifest.get("data") or {}) == wanted
     ]
     if len(found) == 1:
         path, manifest = found[0]
@@ -295,6 +294,10 @@ def _the_one_prepared(task: Task, task_cfg, data_dir) -> Path:
     choices = "; ".join(f"{path.name}: {_location_overrides(m)}" for path, m in found)
     raise LraError(f"{len(found)} prepared caches of task '{task.name}' in {where} fit; pick one with its "
                    f"overrides ({choices})")
+
+
+def _what_it_holds(data: dict) -> dict:
+    return {k: v for k, v in data.items() if k not in LOCATION_KEYS + NOT_SHAPING}
 
 
 def _location_overrides(manifest: dict) -> str:
