@@ -24,12 +24,14 @@ over a batch of images (numpy only):
 * Collisions are rejected, tested on the continuous geometry: a paddle must stay
   inside the box that keeps ``padding + m / 2 + thickness / 2`` off the image
   edges (about where the original's dilated paddle mask meets its blocked
-  padding rows), and at least
-  ``2 m + thickness`` (centre line to centre line) from every paddle of the other
-  paths and from every paddle of its own path except the one it continues. (The
-  original compares anti-aliased masks dilated by ``m``, which keeps about the
-  same distance.) Different paths therefore never touch, and no path can pass
-  through another one's gaps. To choose a turn, one is drawn from the density;
+  padding rows), and at least ``separation`` = ``2 m + thickness - 1`` (centre
+  line to centre line; see ``separation``) from the paddles the original's
+  occupancy mask holds when it is placed: its own path's except the one it
+  continues; the other target's except its latest (the mask takes a paddle in
+  one step late, and the second target's seed is not checked at all); for a
+  distractor, every target paddle but the first target's last (never merged
+  into the mask) and the earlier distractors. Paths can therefore cross where
+  the original lets them. To choose a turn, one is drawn from the density;
   if that paddle collides, one is drawn among a jittered grid of ``candidates``
   turns over the support, weighted by the density, among those that are free
   (the original weighs every free end point on a circle, then retries the
@@ -41,9 +43,11 @@ over a batch of images (numpy only):
   seeded uniformly inside the padding and grown the same way. The original's
   optional single-paddle clutter (``use_single_paddles``) is off, as in its
   wrapper script.
-* Rendering: anti-aliased by supersampling precomputed stamps (paddle angle
-  quantised to ``180/64`` degrees, sub-pixel position to 1/4 pixel; the path
-  geometry itself stays continuous). Target paths are drawn at
+* Rendering: precomputed stamps drawn as the original draws each paddle, at twice
+  the resolution and downsampled with PIL's LANCZOS filter in 8 bits
+  (``_render_stamps``; paddle angle quantised to ``180/64`` degrees, sub-pixel
+  position to 1/4 pixel; the path geometry itself stays continuous, where the
+  original's paddles start on whole pixels). Target paths are drawn at
   ``target_contrast`` (``snake_contrast * paddle_contrast`` of the original's
   ``two_snakes``), distractors at ``distractor_contrast`` (the original's
   ``make_many_snakes`` is given ``snake_contrast_list`` alone), markers (discs of
@@ -73,9 +77,12 @@ Parameters per resolution (``PARAMS`` / ``params()``), sources:
   ``curv_contour_length_14`` (14); distractor length ``contour_length // 3`` and
   the distractor counts use Python 2 integer division as the original did.
 * Not from the sources (this implementation's own choices): the exact
-  collision rule and edge box above, the turn grid (``candidates``, about the
+  collision distance (``separation``, derived from the original's mask test
+  rather than copied) and edge box above, the turn grid (``candidates``, about the
   original's number of candidate end points in the turn support), 16 random
   seed positions per seeding try, stamp quantisation and 5x5 supersampling.
+  How close the result comes to the original is measured by
+  ``scripts/bench_pathfinder_gen_fidelity.py`` and pinned in the tests.
 
 ``generate`` is deterministic given ``seed``: images come in fixed-size chunks
 whose generators derive from ``SeedSequence(seed, spawn_key=(chunk,))``, so the
@@ -358,8 +365,8 @@ class _Batch:
 
     Collisions are tested geometrically: a candidate paddle must lie inside the
     box that keeps ``padding + margin / 2 + thickness / 2`` off the image edges
-    and at least ``2 margin + thickness`` from every paddle of the other paths and
-    from every paddle of its own path except the one it continues.
+    and at least ``separation(margin)`` from the paddles `_obstacles` names
+    (those the original's occupancy mask holds at that moment).
     """
 
     def __init__(self, plan: _Plan, b: int, rng: np.random.Generator):
