@@ -609,3 +609,12 @@ def test_shared_cifar_prepares_in_full(tmp_path):
     splits = lra_data.open_prepared(path)
     assert splits["test"]["inputs"].shape == (10000, 1024)
     assert splits["test"]["inputs"].min() == 1 and splits["test"]["inputs"].max() == 256
+
+
+def test_image_tfds_error_lists_every_local_source(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # as if not installed
+    with pytest.raises(LraError) as err:
+        image_task._read_tfds(None)
+    for source in image_task.SOURCES[1:]:
+        assert source in str(err.value)
+    assert "\n" not in str(err.value)
