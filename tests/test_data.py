@@ -225,3 +225,12 @@ def test_training_finds_the_one_prepared_cache_and_lists_several(tmp_path, capsy
         lra_data.load(sorted_cfg(tmp_path, source="tfds", path=None), tmp_path)
     assert "2 prepared caches" in str(err.value) and "task.data.path=/x/b" in str(err.value)
     assert "task.data.path=/x/a" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_reproduction_only_tokenizer_warns_in_the_manifest(tmp_path):
+    cfg = compose_config("task=listops", *SMALL, "task.data.tokenizer=drop_close", "task.data.workers=1")
+    manifest = lra_data.read_manifest(lra_data.prepare(cfg.task, tmp_path))
+    assert len(manifest["warnings"]) == 1 and "c209b2a" in manifest["warnings"][0]
+    assert manifest["val_is_test"] is False
+    default = compose_config("task=listops", *SMALL, "task.data.workers=1")
+    assert lra_data.read_manifest(lra_data.prepare(default.task, tmp_path))["warnings"] == []
