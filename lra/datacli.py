@@ -38,20 +38,52 @@ def main(args: list[str]) -> int:
         counts = ", ".join(f"{k} {manifest['counts'][k]['examples']}" for k in SPLITS)
         print(f"prepared {opts.task} ({counts}) in {path}")
         return 0
-    caches = lra_data.list_prepared(data_dir)
-    if not caches:
-        print(f"no prepared data in {data_dir}")
-        return 0
-    failed = 0
-    for path, manifest in caches:
-        counts = "/".join(str(manifest["counts"][k]["examples"]) for k in SPLITS)
-        if opts.action == "info":
+    if opts.action == "info":
+        caches = lra_data.list_prepared(data_dir)
+        if not caches:
+            print(f"no prepared data in {data_dir}")
+        for path, manifest in caches:
+            counts = "/".join(str(manifest["counts"][k]["examples"]) for k in SPLITS)
             source = json.dumps(manifest.get("data"), sort_keys=True)
             print(f"{manifest['task']:<11} {path}  train/val/test {counts}  {source}")
-        else:
+        return 0
+    return _verify(data_dir)
+
+
+def _verify(data_dir) -> int:
+    """Checksums, then the leakage and data report, of every cache under data_dir."""
+    from pathlib import Path
+
+    if not Path(data_dir).is_dir():
+        raise LraError(f"data folder {data_dir} does not exist; give --data-dir or prepare data first")
+    paths = lra_data.cache_paths(data_dir)
+    if not paths:
+        raise LraError(f"no prepared data in {data_dir}; run lra data prepare TASK first")
+    failed = 0
+    for path in paths:
+        try:
             bad = lra_data.verify(path)
-            failed += bool(bad)
-            print(f"{'ok' if not bad else 'CORRUPT'}  {path}" + (f": {', '.join(bad)}" if bad else ""))
+            report = None if bad else lra_data.audit(path)
+        except LraError as err:
+            bad, report = [str(err)], None
+        failed += bool(bad)
+        print(f"{'ok' if not bad else 'CORRUPT'}  {path}" + (f": {', '.join(bad)}" if bad else ""))
+        if report:
+            _print_audit(report)
     if failed:
         raise LraError(f"{failed} cache(s) failed verification; prepare them again with --force")
     return 0
+
+
+def _print_audit(report: dict) -> None:
+    for split, facts in report["splits"].items():
+        length = facts["length"]
+        shares = " ".join(f"{share:.3f}" for share in facts["class_share"])
+        print(f"    {split:<5} {facts['examples']} examples, {facts['duplicates']} duplicate(s) within; "
+              f"length min {length['min']} mean {length['mean']} max {length['max']} "
+              f"(at the cut: {length['full']}); class shares {shares}")
+    across = ", ".join(f"{pair} {n}" for pair, n in report["across"].items())
+    print(f"    shared across splits: {across}")
+    if report["val_is_test"]:
+        print("    WARNING val_is_test: the validation split is the test split "
+              "(model selection sees the test set)")

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from lra.tasks import listops
+from lra.tasks import listops_gen, listops_tsv
 
 
 def _cpu_seconds() -> float:
@@ -38,11 +38,11 @@ def main() -> None:
     args = parser.parse_args()
 
     total = args.train + args.val + args.test
-    workers = listops._resolve_workers(args.workers)
+    workers = listops_gen._resolve_workers(args.workers)
     print(f"cores visible: {os.cpu_count()}, workers: {workers}, examples: {total}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     start, cpu = time.perf_counter(), _cpu_seconds()
-    splits = listops.generate_splits(
+    splits = listops_gen.generate_splits(
         seed=args.seed, train_size=args.train, val_size=args.val, test_size=args.test, workers=workers
     )
     seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
@@ -54,18 +54,18 @@ def main() -> None:
     )
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     arrays = {}
-    for tokenizer in listops.TOKENIZERS:
+    for tokenizer in listops_gen.TOKENIZERS:
         start = time.perf_counter()
-        arrays[tokenizer] = {k: listops.encode(d, tokenizer, args.seq_len)[0] for k, d in splits.items()}
+        arrays[tokenizer] = {k: listops_gen.encode(d, tokenizer, args.seq_len)[0] for k, d in splits.items()}
         print(f"tokenised ({tokenizer}) in {time.perf_counter() - start:.2f} s")
     if args.tsv:
         start = time.perf_counter()
-        paths = listops.write_tsv(args.tsv, splits)
+        paths = listops_gen.write_tsv(args.tsv, splits)
         size = sum(p.stat().st_size for p in paths) / 2**20
         print(f"wrote {size:,.0f} MiB of TSV in {time.perf_counter() - start:.2f} s")
-        for tokenizer in listops.TOKENIZERS:
+        for tokenizer in listops_gen.TOKENIZERS:
             start = time.perf_counter()
-            read, _ = listops.read_tsv(args.tsv, tokenizer, args.seq_len)
+            read, _ = listops_tsv.read_tsv(args.tsv, tokenizer, args.seq_len)
             print(f"read back ({tokenizer}) in {time.perf_counter() - start:.2f} s")
             for split, data in splits.items():
                 assert np.array_equal(read[split]["inputs"], arrays[tokenizer][split]), split

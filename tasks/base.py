@@ -41,6 +41,9 @@ class Built:
 
     splits: dict[str, dict[str, np.ndarray]]
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Said in the manifest and copied into every run record that uses the cache:
+    warnings: list[str] = dataclasses.field(default_factory=list)  # e.g. a reproduction-only option
+    val_is_test: bool = False  # the validation split is the test split (model selection on test)
 
 
 class Task:

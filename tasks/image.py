@@ -326,9 +326,12 @@ def _pillow_version() -> str:
     return f"Pillow {PIL.__version__}"
 
 
+_LOCAL_SOURCES = "task.data.source=" + "|".join(s for s in SOURCES if s != "tfds")
+
+
 def _read_tfds(path: str | None) -> tuple[dict, dict]:
     """tfds cifar10 with each image's original index (from its "train_NNNNN" id)."""
-    tfds = import_tfds("task.data.source=pickle|binary and task.data.path=DIR")
+    tfds = import_tfds(f"{_LOCAL_SOURCES} and task.data.path=DIR")
     parts = {}
     for split in ("train[:90%]", "train[90%:]", "test"):
         try:
@@ -337,7 +340,7 @@ def _read_tfds(path: str | None) -> tuple[dict, dict]:
             first = (str(err).strip().splitlines() or [""])[0][:300]
             raise LraError(
                 f"tfds could not load cifar10/{split} ({type(err).__name__}: {first}); check the "
-                "network or task.data.path (the tfds data_dir), or use task.data.source=pickle|binary"
+                f"network or task.data.path (the tfds data_dir), or use {_LOCAL_SOURCES}"
             ) from None
         index = np.array([int(bytes(i).rsplit(b"_", 1)[-1]) for i in data["id"]], np.int64)
         labels = _check_labels(data["label"], f"tfds cifar10/{split}")

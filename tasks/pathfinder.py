@@ -198,7 +198,7 @@ def load_lra(root: Path, resolution: int, difficulty: str, split_seed: int):
 
 class _Pathfinder(Task):
     num_classes = 2
-    version = "1"
+    version = "2"  # 2: the original's distractor contrast, collision lag and LANCZOS rendering
     auto_prepare = False  # 200K images take tens of minutes (Path-X: hours) to generate
     resolution = 0
 

@@ -24,12 +24,14 @@ over a batch of images (numpy only):
 * Collisions are rejected, tested on the continuous geometry: a paddle must stay
   inside the box that keeps ``padding + m / 2 + thickness / 2`` off the image
   edges (about where the original's dilated paddle mask meets its blocked
-  padding rows), and at least
-  ``2 m + thickness`` (centre line to centre line) from every paddle of the other
-  paths and from every paddle of its own path except the one it continues. (The
-  original compares anti-aliased masks dilated by ``m``, which keeps about the
-  same distance.) Different paths therefore never touch, and no path can pass
-  through another one's gaps. To choose a turn, one is drawn from the density;
+  padding rows), and at least ``separation`` = ``2 m + thickness - 1`` (centre
+  line to centre line; see ``separation``) from the paddles the original's
+  occupancy mask holds when it is placed: its own path's except the one it
+  continues; the other target's except its latest (the mask takes a paddle in
+  one step late, and the second target's seed is not checked at all); for a
+  distractor, every target paddle but the first target's last (never merged
+  into the mask) and the earlier distractors. Paths can therefore cross where
+  the original lets them. To choose a turn, one is drawn from the density;
   if that paddle collides, one is drawn among a jittered grid of ``candidates``
   turns over the support, weighted by the density, among those that are free
   (the original weighs every free end point on a circle, then retries the
@@ -41,10 +43,14 @@ over a batch of images (numpy only):
   seeded uniformly inside the padding and grown the same way. The original's
   optional single-paddle clutter (``use_single_paddles``) is off, as in its
   wrapper script.
-* Rendering: anti-aliased by supersampling precomputed stamps (paddle angle
-  quantised to ``180/64`` degrees, sub-pixel position to 1/4 pixel; the path
-  geometry itself stays continuous). Paths are drawn at ``path_contrast``
-  (``snake_contrast * paddle_contrast`` of the original), markers (discs of
+* Rendering: precomputed stamps drawn as the original draws each paddle, at twice
+  the resolution and downsampled with PIL's LANCZOS filter in 8 bits
+  (``_render_stamps``; paddle angle quantised to ``180/64`` degrees, sub-pixel
+  position to 1/4 pixel; the path geometry itself stays continuous, where the
+  original's paddles start on whole pixels). Target paths are drawn at
+  ``target_contrast`` (``snake_contrast * paddle_contrast`` of the original's
+  ``two_snakes``), distractors at ``distractor_contrast`` (the original's
+  ``make_many_snakes`` is given ``snake_contrast_list`` alone), markers (discs of
   ``marker_radius``) at 1.0, and each image is scaled so its maximum is 255 (the
   original saved with ``scipy.misc.imsave``, which byte-scales the same way).
 
@@ -54,10 +60,10 @@ Parameters per resolution (``PARAMS`` / ``params()``), sources:
   (google-research/long-range-arena ``lra_benchmarks/data/pathfinder.py``):
   padding 1, paddle margin [1], paddle length 2, marker radius 1.5, thickness
   0.5, seed distance 7, continuity 1.0, distractors ``20 // distractor_length``,
-  contrast 2 * 0.75.
+  contrast: targets 2 * 0.75 = 1.5, distractors 2.
 * 64 px and 128 px: the same file's Pathfinder64/Pathfinder128 docstrings (64:
   padding 1, margin [1], seed distance 12, marker radius 2.5, thickness 1,
-  continuity 1.8, distractors ``22 // distractor_length``, contrast 0.8;
+  continuity 1.8, distractors ``22 // distractor_length``, contrast 0.8 for targets and distractors;
   128: padding 1, margins [2, 3] (drawn per image), seed distance 20, marker
   radius 3, thickness 1.5, continuity 1.8, distractors ``35 // distractor_length``,
   contrast 0.9). Paddle length is not listed there, so it is the default of the
@@ -71,9 +77,12 @@ Parameters per resolution (``PARAMS`` / ``params()``), sources:
   ``curv_contour_length_14`` (14); distractor length ``contour_length // 3`` and
   the distractor counts use Python 2 integer division as the original did.
 * Not from the sources (this implementation's own choices): the exact
-  collision rule and edge box above, the turn grid (``candidates``, about the
+  collision distance (``separation``, derived from the original's mask test
+  rather than copied) and edge box above, the turn grid (``candidates``, about the
   original's number of candidate end points in the turn support), 16 random
   seed positions per seeding try, stamp quantisation and 5x5 supersampling.
+  How close the result comes to the original is measured by
+  ``scripts/bench_pathfinder_gen_fidelity.py`` and pinned in the tests.
 
 ``generate`` is deterministic given ``seed``: images come in fixed-size chunks
 whose generators derive from ``SeedSequence(seed, spawn_key=(chunk,))``, so the
@@ -97,7 +106,9 @@ RESOLUTIONS: tuple[int, ...] = (32, 64, 128, 256)
 
 _NA = 64  # paddle angle bins over [0, pi)
 _Q = 4  # sub-pixel bins per axis
-_SS = 5  # supersampling per axis for anti-aliasing
+_SS = 5  # supersampling per axis of each fine pixel
+_AA = 2  # antialias_scale: shapes are drawn at twice the resolution (LRA's docstrings)
+_LANCZOS_A = 3  # PIL's LANCZOS support, in output pixels
 _DISTRACTOR_ROUNDS = (2, 3)  # 5 attempts per distractor: max_distractor_contour_retrial + 1
 _SEED_CANDIDATES = 16
 _SPANS = ((0, 1), (1, 4), (4, 1 << 30))  # candidate columns checked per round
@@ -121,7 +132,8 @@ class PathfinderParams:
     seed_distance: float  # distance between the two target-path starts
     padding: int  # border band no path may enter
     marker_radius: float
-    path_contrast: float  # path intensity relative to the markers (before byte-scaling)
+    target_contrast: float  # target path intensity relative to the markers (before byte-scaling)
+    distractor_contrast: float  # distractor path intensity, likewise
     # turns on the grid tried after a collision: about as many as the original's
     # candidate end points (pixels on a circle of radius length + margin) that
     # fall inside the turn support
@@ -140,14 +152,15 @@ _LRA_DOC = (
 _WRAPPER = "drewlinsley/pathfinder snakes2_wrapper.py Args defaults"
 
 # resolution -> (paddle_length, thickness, margins, continuity, seed_distance,
-#                padding, marker_radius, distractor budget, contrast, source)
+#                padding, marker_radius, distractor budget,
+#                (target contrast, distractor contrast), source)
 _PER_RESOLUTION: dict[int, tuple] = {
-    32: (2, 0.5, (1,), 1.0, 7, 1, 1.5, 20, 2 * 0.75, _LRA_DOC.format(r=32)),
-    64: (5, 1.0, (1,), 1.8, 12, 1, 2.5, 22, 0.8,
+    32: (2, 0.5, (1,), 1.0, 7, 1, 1.5, 20, (2 * 0.75, 2.0), _LRA_DOC.format(r=32)),
+    64: (5, 1.0, (1,), 1.8, 12, 1, 2.5, 22, (0.8, 0.8),
          _LRA_DOC.format(r=64) + "; paddle_length from " + _WRAPPER),
-    128: (5, 1.5, (2, 3), 1.8, 20, 1, 3.0, 35, 0.9,
+    128: (5, 1.5, (2, 3), 1.8, 20, 1, 3.0, 35, (0.9, 0.9),
           _LRA_DOC.format(r=128) + "; paddle_length from " + _WRAPPER),
-    256: (5, 2.0, (3,), 1.8, 27, 22, 5.0, 30, 1.0,
+    256: (5, 2.0, (3,), 1.8, 27, 22, 5.0, 30, (1.0, 1.0),
           _LRA_DOC.format(r=256) + "; padding, seed_distance, paddle_length from " + _WRAPPER),
 }
 
@@ -183,7 +196,8 @@ def params(resolution: int = 32, difficulty: str = "hard") -> PathfinderParams:
         seed_distance=float(seed_d),
         padding=int(pad),
         marker_radius=float(marker),
-        path_contrast=float(contrast),
+        target_contrast=float(contrast[0]),
+        distractor_contrast=float(contrast[1]),
         candidates=max(4, round(radius * math.pi / cont)),
         source=src,
     )
@@ -226,6 +240,32 @@ def _to_offsets(values: np.ndarray, radius: int, width: int):
     return offs, vals
 
 
+def _render_stamps(inside, radius: int) -> np.ndarray:
+    """Stamps [S, 2r+1, 2r+1] of a shape drawn as the original generator draws it:
+    at `_AA` times the resolution, downsampled with PIL's LANCZOS filter (a = 3, as
+    `scipy.misc.imresize(..., interp='lanczos')` does), in PIL's two 8-bit passes.
+
+    `inside(y, x)` says (broadcast to [S, ., .]) which points, in pixels relative
+    to the stamp's base pixel, lie in the shape; each fine pixel is supersampled.
+    The filter's lobes reach 3 pixels, so faint ink surrounds every paddle, as in
+    LRA's images (this sets how many pixels are non-zero).
+    """
+    g = np.arange(-radius, radius + 1, dtype=np.float64)
+    fine = (g[:, None] + (np.arange(_AA) + 0.5) / _AA - 0.5).reshape(-1)
+    sub = ((np.arange(_SS) + 0.5) / _SS - 0.5) / _AA
+    cover = 0.0
+    for sy in sub:
+        for sx in sub:
+            cover = cover + inside(fine[None, :, None] + sy, fine[None, None, :] + sx)
+    cover = cover / _SS**2
+    d = fine[None, :] - g[:, None]  # fine pixel centre - output pixel centre, in output pixels
+    w = np.where(np.abs(d) < _LANCZOS_A, np.sinc(d) * np.sinc(d / _LANCZOS_A), 0.0)
+    w /= w.sum(1, keepdims=True)
+    # PIL resamples 8-bit images in two passes, x then y, each rounded and clipped to 0-255
+    rows = np.clip(np.rint(np.einsum("sfh,kh->sfk", cover * 255, w)), 0, 255)
+    return np.clip(np.rint(np.einsum("gf,sfk->sgk", w, rows)), 0, 255) / 255
+
+
 class _Plan:
     """Drawing stamps and tables for one parameter set (cached per process)."""
 
@@ -233,44 +273,37 @@ class _Plan:
         self.p = p
         h = p.resolution
         L, t = p.paddle_length, p.paddle_thickness
-        if min(2 * m + t for m in p.paddle_margins) < L / 2:
-            # the collision test only measures end point to segment distances,
-            # which finds every crossing only when separation >= length / 2
-            raise ValueError("Pathfinder: paddle separation must be >= paddle_length / 2")
-        self.R = int(math.ceil(L / 2 + t / 2 + 1.5))
-        rm = int(math.ceil(p.marker_radius + 1))
+        # stamp windows: the shape plus the reach of the Lanczos filter
+        self.R = int(math.ceil(L / 2 + t / 2 + 1.5)) + _LANCZOS_A
+        rm = int(math.ceil(p.marker_radius + 1)) + _LANCZOS_A
         self.pad = max(self.R, rm) + 2
         self.W = W = h + 2 * self.pad
 
-        # paddle ink: coverage of the capsule of radius t / 2 (supersampled) for
-        # angle bins over [0, pi) and 1/Q sub-pixel midpoints;
+        # paddle ink: the capsule of radius t / 2 for angle bins over [0, pi) and
+        # 1/Q sub-pixel midpoints, rendered as the original does (_render_stamps);
         # stamp index = (angle * Q + qy) * Q + qx, midpoint at (q + .5) / Q
-        sub = (np.arange(_SS) + 0.5) / _SS - 0.5
         ang = np.arange(_NA) * np.pi / _NA
         q = (np.arange(_Q) + 0.5) / _Q
         A, QY, QX = np.meshgrid(ang, q, q, indexing="ij")
         A, QY, QX = A.reshape(-1, 1, 1), QY.reshape(-1, 1, 1), QX.reshape(-1, 1, 1)
         ay, ax = QY - L / 2 * np.sin(A), QX - L / 2 * np.cos(A)
         by, bx = QY + L / 2 * np.sin(A), QX + L / 2 * np.cos(A)
+        ink = _render_stamps(lambda y, x: _segment_distance(y, x, ay, ax, by, bx) <= t / 2, self.R)
+        # The original draws each paddle in a window of half-width
+        # length + ceil(thickness) + margin pixels around one of its ends, which cuts
+        # the filter's outer lobes beyond it; stamps do not know which end, so the
+        # window is centred on the midpoint with the mean reach on both sides.
+        reach = L + math.ceil(t) + min(p.paddle_margins) - L / 2
         g = np.arange(-self.R, self.R + 1, dtype=np.float64)
-        GY, GX = g[None, :, None], g[None, None, :]
-        cover = np.zeros((len(A), len(g), len(g)))
-        for sy in sub:
-            for sx in sub:
-                cover += _segment_distance(GY + sy, GX + sx, ay, ax, by, bx) <= t / 2
-        self.ink_offs, self.ink_vals = _to_offsets(cover / _SS**2, self.R, W)
+        inside = (np.abs(g[None, :, None] - QY) <= reach + 0.5) & (np.abs(g[None, None, :] - QX) <= reach + 0.5)
+        ink = ink * inside
+        self.ink_offs, self.ink_vals = _to_offsets(ink, self.R, W)
 
         # markers: discs around (q + .5) / Q
-        gm = np.arange(-rm, rm + 1, dtype=np.float64)
         MY, MX = np.meshgrid(q, q, indexing="ij")
         MY, MX = MY.reshape(-1, 1, 1), MX.reshape(-1, 1, 1)
-        disc = np.zeros((_Q * _Q, len(gm), len(gm)))
-        for sy in sub:
-            for sx in sub:
-                dy = gm[None, :, None] + sy - MY
-                dx = gm[None, None, :] + sx - MX
-                disc += dy * dy + dx * dx <= p.marker_radius**2
-        self.marker_offs, self.marker_vals = _to_offsets(disc / _SS**2, rm, W)
+        disc = _render_stamps(lambda y, x: (y - MY) ** 2 + (x - MX) ** 2 <= p.marker_radius**2, rm)
+        self.marker_offs, self.marker_vals = _to_offsets(disc, rm, W)
 
         # turn density cos^2(c * turn) on |turn| < pi / (2c), as an inverse CDF
         c = p.continuity
@@ -314,13 +347,26 @@ def _point_segment_d2(py, px, ay, ax, by, bx, inv_len2):
     return dy * dy + dx * dx
 
 
+def separation(margin, p: PathfinderParams):
+    """Least distance between the centre lines of two paddles the collision rule checks.
+
+    The original dilates each paddle by `margin`, downsamples the mask (8 bits,
+    LANCZOS) and rejects a paddle when the summed masks reach 1.8 on a pixel,
+    i.e. when both are above about 0.8: their cores, the dilated paddle less
+    about half a pixel, share a pixel. That is 2 * margin + thickness - 1. It is
+    kept at least length / 2, below which the end-point test below would miss
+    crossings in the middle of two paddles.
+    """
+    return np.maximum(2 * np.asarray(margin, np.float64) + p.paddle_thickness - 1, p.paddle_length / 2)
+
+
 class _Batch:
     """Paths of B images grown in lock-step, as paddle segments (y0, x0, y1, x1).
 
     Collisions are tested geometrically: a candidate paddle must lie inside the
     box that keeps ``padding + margin / 2 + thickness / 2`` off the image edges
-    and at least ``2 margin + thickness`` from every paddle of the other paths and
-    from every paddle of its own path except the one it continues.
+    and at least ``separation(margin)`` from the paddles `_obstacles` names
+    (those the original's occupancy mask holds at that moment).
     """
 
     def __init__(self, plan: _Plan, b: int, rng: np.random.Generator):
@@ -333,7 +379,7 @@ class _Batch:
         self.theta = np.zeros((b, 2 + p.num_distractors))
         self.mi = rng.integers(0, len(p.paddle_margins), b)
         self.margin = np.asarray(p.paddle_margins, np.float64)[self.mi]
-        self.sep2 = (2 * self.margin + p.paddle_thickness) ** 2
+        self.sep2 = separation(self.margin, p) ** 2
         self.lo = p.padding + 0.5 * self.margin + p.paddle_thickness / 2
         self.hi = p.resolution - 1 - self.lo
         self.inv_len2 = 1.0 / p.paddle_length**2
@@ -343,12 +389,18 @@ class _Batch:
         n = len(rows)
         t = self.targets[rows]  # one contiguous gather per row is the fast way
         if path < 2:
-            # lock-step: A has placed k paddles when its paddle k is tried, B k + 1
-            own, other = max(k - 1, 0), (k if path == 0 else k + 1)
+            # The original's occupancy mask takes in a paddle only when the next
+            # paddle of its path is placed (`extend_snake` merges `last_segment_mask`).
+            # Lock-step, A's paddle k sees B's paddles 0..k-2 and B's paddle k sees
+            # A's 0..k-1 (so B's seed, unchecked in `initialize_two_seeds`, sees none).
+            own, other = max(k - 1, 0), (max(k - 1, 0) if path == 0 else k)
             return [t[:, :, path, :own], t[:, :, 1 - path, :other]]
+        # distractors see every target paddle except A's last (`two_snakes` merges
+        # only the second path's last paddle into the mask), and earlier distractors
         d = path - 2
         ds = self.distractors[rows]
-        return [t.reshape(n, 6, -1), ds[:, :, :d].reshape(n, 6, -1), ds[:, :, d, : max(k - 1, 0)]]
+        targets = [t[:, :, 0, :-1], t[:, :, 1]]
+        return targets + [ds[:, :, :d].reshape(n, 6, -1), ds[:, :, d, : max(k - 1, 0)]]
 
     def _free(self, rows, y0, x0, y1, x1, blocks):
         """Bool [n, T]: candidates inside the box and clear of the obstacles."""
@@ -553,7 +605,8 @@ def _render(plan: _Plan, g: _Batch, rows: np.ndarray, labels: np.ndarray, origin
     theta = np.arctan2(s[:, 2] - s[:, 0], s[:, 3] - s[:, 1])
     sid, base = plan.stamp((s[:, 0] + s[:, 2]) / 2, (s[:, 1] + s[:, 3]) / 2, theta)
     idx = base[:, None] + plan.ink_offs[sid] + (img_i * (W * W))[:, None]
-    level = np.rint(plan.ink_vals[sid] * (p.path_contrast * _INK_SCALE)).astype(np.int32)
+    contrast = np.where(path_i < 2, p.target_contrast, p.distractor_contrast)[:, None]
+    level = np.rint(plan.ink_vals[sid] * (contrast * _INK_SCALE)).astype(np.int32)
     np.maximum.at(canvas.reshape(-1), idx, (level << 6) | (path_i + 1)[:, None])
     canvas = canvas.reshape(n, W, W)[:, pad:pad + h, pad:pad + h]
     owner = (canvas & 63).astype(np.int8)
@@ -580,6 +633,52 @@ def _render(plan: _Plan, g: _Batch, rows: np.ndarray, labels: np.ndarray, origin
     peak = img.reshape(n, -1).max(1).reshape(n, 1, 1)
     img = np.rint(img * (255.0 / np.maximum(peak, 1e-6))).astype(np.uint8)
     return img, markers, np.stack([origin, other], 1).astype(np.int8), owner
+
+
+def path_inks(p: PathfinderParams, segments: np.ndarray) -> np.ndarray:
+    """Each path's own ink [n, paths, H, W] (coverage x contrast, before markers and
+    byte-scaling), from `segments` as `generate(..., return_meta=True)` returns them;
+    for measuring crossings and contrasts."""
+    plan = _plan(p)
+    W, h, pad = plan.W, p.resolution, plan.pad
+    n, paths = segments.shape[:2]
+    canvas = np.zeros((n * paths, W * W), np.float32)
+    real = ~np.isnan(segments[..., 0])
+    img_i, path_i, _ = np.nonzero(real)
+    s = segments[real].astype(np.float64)
+    theta = np.arctan2(s[:, 2] - s[:, 0], s[:, 3] - s[:, 1])
+    sid, base = plan.stamp((s[:, 0] + s[:, 2]) / 2, (s[:, 1] + s[:, 3]) / 2, theta)
+    idx = base[:, None] + plan.ink_offs[sid] + ((img_i * paths + path_i) * (W * W))[:, None]
+    contrast = np.where(path_i < 2, p.target_contrast, p.distractor_contrast)[:, None]
+    np.maximum.at(canvas.reshape(-1), idx, plan.ink_vals[sid] * contrast)
+    return canvas.reshape(n, paths, W, W)[:, :, pad:pad + h, pad:pad + h]
+
+
+def fidelity_stats(images: np.ndarray, inks: np.ndarray) -> dict[str, float]:
+    """The figures compared with the original generator (tests, scripts/bench_pathfinder_gen_fidelity.py).
+
+    images uint8 [n, H, W] as saved; inks [n, paths, H, W] each path's own ink
+    (targets first; an absent distractor is all zero). Returns the mean number of
+    distractors placed, the mean number of non-zero pixels, the share of images
+    whose brightest distractor ink exceeds their brightest target ink, the mean
+    ratio of those two peaks (images with a distractor) and the share of images
+    where two paths cross: some pixel at half or more of each path's own peak.
+    """
+    n, paths = inks.shape[:2]
+    peak = inks.reshape(n, paths, -1).max(-1)
+    placed = peak[:, 2:] > 0
+    target_peak, distractor_peak = peak[:, :2].max(1), peak[:, 2:].max(1, initial=0.0)
+    strong = inks >= 0.5 * np.maximum(peak, 1e-12)[:, :, None, None]
+    strong &= (peak > 0)[:, :, None, None]
+    crossing = (strong.sum(1) >= 2).reshape(n, -1).any(1)
+    has = placed.any(1)
+    return {
+        "distractors_placed": float(placed.sum(1).mean()),
+        "nonzero_pixels": float((images > 0).reshape(n, -1).sum(1).mean()),
+        "distractor_brighter": float((distractor_peak > target_peak).mean()),
+        "contrast_ratio": float((distractor_peak[has] / target_peak[has]).mean()) if has.any() else 0.0,
+        "crossing": float(crossing.mean()),
+    }
 
 
 def _chunk(p: PathfinderParams, labels: np.ndarray, seed: int, index: int, meta: bool):

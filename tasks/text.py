@@ -270,4 +270,4 @@ class TextTask(Task):
             }
             meta.update(val_fraction=fraction, seed=seed,
                         val_note="seeded random slice of the training reviews (not LRA's choice)")
-        return Built(splits, meta)
+        return Built(splits, meta, val_is_test=val_mode == "test")

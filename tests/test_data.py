@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -84,3 +85,152 @@ def test_data_cli_prepare_info_verify(tmp_path):
     bad = lra("data", "verify", cwd=tmp_path)
     assert bad.returncode == 2 and "CORRUPT" in bad.stdout
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- eval order, leakage, trust
+
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
+from omegaconf import OmegaConf  # noqa: E402
+
+from lra.datacli import main as data_main  # noqa: E402
+from lra.loader import BatchLoader  # noqa: E402
+from lra.registry import TASKS  # noqa: E402
+from lra.tasks.base import Built, Task  # noqa: E402
+
+BUILDS = []
+
+
+@TASKS.register("toy_sorted")
+class SortedLabels(Task):
+    """Labels listed class by class, as CIFAR's validation images and IMDb's test reviews
+    are; planted duplicates: train rows 5 and 6 are equal, test row 0 equals train row 3."""
+
+    name = "toy_sorted"
+    num_classes = 4
+
+    def vocab_size(self, cfg) -> int:
+        return 200
+
+    def build(self, cfg) -> Built:
+        BUILDS.append(cfg.data.path)
+        if cfg.data.path == "/x/concurrent":
+            time.sleep(0.3)  # a slow source: the other jobs arrive while this one builds
+        splits = {}
+        for split, n in (("train", 40), ("val", 64), ("test", 32)):
+            tokens = np.zeros((n, int(cfg.seq_len)), np.int32)
+            tokens[:, 0] = np.arange(n) + 1 + 50 * ("train", "val", "test").index(split)
+            tokens[:, 1] = np.arange(n) % 3 + 1  # lengths 2 (token 2 is 0 below) and full
+            tokens[np.arange(n) % 2 == 0, 2:] = 7
+            splits[split] = {"inputs": tokens, "labels": (np.arange(n) * 4 // n).astype(np.int32)}
+        splits["train"]["inputs"][6] = splits["train"]["inputs"][5]
+        splits["test"]["inputs"][0] = splits["train"]["inputs"][3]
+        return Built(splits, {"source": "toy"}, val_is_test=cfg.data.get("val") == "test")
+
+
+def sorted_cfg(tmp_path, **data):
+    fields = {"source": "files", "path": "/x/a", "val": "holdout", **data}
+    return OmegaConf.create({"name": "toy_sorted", "seq_len": 6, "data": fields})
+
+
+def test_evaluation_splits_are_stored_class_mixed_and_train_keeps_its_order(tmp_path):
+    path = lra_data.prepare(sorted_cfg(tmp_path), tmp_path)
+    splits = lra_data.open_prepared(path)
+    built = SortedLabels().build(sorted_cfg(tmp_path))
+    val = BatchLoader(splits["val"], 8, train=False, prefetch=0)
+    first_two = np.concatenate([batch["labels"] for _, batch in zip(range(2), val)])
+    assert len(np.unique(first_two)) >= 3  # the source's first 16 labels are all class 0
+    # the same (input, label) pairs, each split in one fixed order; train untouched
+    for split in ("val", "test"):
+        got = {(row.tobytes(), int(y)) for row, y in zip(splits[split]["inputs"], splits[split]["labels"])}
+        want = {(row.tobytes(), int(y)) for row, y in zip(built.splits[split]["inputs"], built.splits[split]["labels"])}
+        assert got == want and not np.array_equal(splits[split]["labels"], built.splits[split]["labels"])
+    assert np.array_equal(splits["train"]["labels"], built.splits["train"]["labels"])
+    again = lra_data.prepare(sorted_cfg(tmp_path), tmp_path / "other")
+    assert np.array_equal(lra_data.open_prepared(again)["val"]["inputs"], splits["val"]["inputs"])
+
+
+def test_audit_finds_planted_duplicates_balance_lengths_and_val_is_test(tmp_path):
+    report = lra_data.audit(lra_data.prepare(sorted_cfg(tmp_path), tmp_path))
+    assert report["splits"]["train"]["duplicates"] == 1
+    assert report["splits"]["val"]["duplicates"] == report["splits"]["test"]["duplicates"] == 0
+    assert report["across"] == {"train-val": 0, "train-test": 1, "val-test": 0}
+    assert report["splits"]["val"]["class_share"] == [0.25] * 4
+    # even rows run to the cut (6), odd rows have 2 tokens; row 6 became a copy of row 5
+    assert report["splits"]["train"]["length"] == {"min": 2, "mean": 3.9, "max": 6, "full": 19}
+    assert not report["val_is_test"]
+    flagged = lra_data.prepare(sorted_cfg(tmp_path, val="test"), tmp_path)
+    assert lra_data.read_manifest(flagged)["val_is_test"] and lra_data.audit(flagged)["val_is_test"]
+
+
+def test_verify_reports_the_audit_and_refuses_a_missing_folder(tmp_path, capsys):
+    lra_data.prepare(sorted_cfg(tmp_path, val="test"), tmp_path)
+    assert data_main(["verify", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 duplicate(s) within" in out and "train-test 1" in out and "val_is_test" in out
+    for missing in (tmp_path / "nonexistent", tmp_path / "toy_sorted"):  # absent; no caches
+        with pytest.raises(LraError) as err:
+            data_main(["verify", "--data-dir", str(missing)])
+        assert "\n" not in str(err.value)
+
+
+def test_overwritten_bytes_are_caught_after_the_first_verified_use(tmp_path):
+    path = lra_data.prepare(sorted_cfg(tmp_path), tmp_path)
+    lra_data.open_prepared(path)
+    assert (path / lra_data.VERIFIED).exists()
+    target = path / "val_inputs.npy"
+    raw = bytearray(target.read_bytes())
+    raw[-5] ^= 0x40  # same size, same shape: only the checksum can tell
+    target.write_bytes(bytes(raw))
+    with pytest.raises(LraError, match="val_inputs.npy no longer match"):
+        lra_data.open_prepared(path)
+
+
+@pytest.mark.parametrize("damage", ["empty_npy", "short_npy", "truncated_manifest", "no_files"])
+def test_damaged_caches_give_one_line_errors(tmp_path, damage):
+    path = lra_data.prepare(sorted_cfg(tmp_path), tmp_path)
+    manifest = path / "manifest.json"
+    if damage == "empty_npy":
+        (path / "train_labels.npy").write_bytes(b"")
+    elif damage == "short_npy":
+        np.save(path / "test_inputs.npy", np.zeros((3, 6), np.int32))
+    elif damage == "truncated_manifest":
+        manifest.write_text(manifest.read_text()[:100])
+    else:
+        manifest.write_text(json.dumps({k: v for k, v in json.loads(manifest.read_text()).items() if k != "files"}))
+    with pytest.raises(LraError) as err:
+        lra_data.open_prepared(path)
+    assert "\n" not in str(err.value) and "prepare again" in str(err.value)
+
+
+def test_concurrent_first_use_builds_the_cache_once(tmp_path):
+    BUILDS.clear()
+    cfg = sorted_cfg(tmp_path, path="/x/concurrent")
+    with ThreadPoolExecutor(3) as pool:
+        paths = list(pool.map(lambda _: lra_data.prepare(cfg, tmp_path), range(3)))
+    assert len(set(paths)) == 1 and BUILDS == ["/x/concurrent"]
+    assert lra_data.verify(paths[0]) == [] and not list(paths[0].parent.glob(".*tmp*"))
+
+
+def test_training_finds_the_one_prepared_cache_and_lists_several(tmp_path, capsys):
+    lra_data.prepare(sorted_cfg(tmp_path, path="/x/a"), tmp_path)
+    plain = sorted_cfg(tmp_path, source="tfds", path=None)
+    splits, manifest = lra_data.load(plain, tmp_path)
+    assert manifest["data"]["path"] == "/x/a" and plain.data.path == "/x/a"
+    assert "task.data.source=files task.data.path=/x/a" in capsys.readouterr().err
+    with pytest.raises(LraError, match="no prepared data"):  # other shaping options: no match
+        lra_data.load(sorted_cfg(tmp_path, source="tfds", path=None, val="test"), tmp_path)
+    lra_data.prepare(sorted_cfg(tmp_path, path="/x/b"), tmp_path)
+    with pytest.raises(LraError) as err:
+        lra_data.load(sorted_cfg(tmp_path, source="tfds", path=None), tmp_path)
+    assert "2 prepared caches" in str(err.value) and "task.data.path=/x/b" in str(err.value)
+    assert "task.data.path=/x/a" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_reproduction_only_tokenizer_warns_in_the_manifest(tmp_path):
+    cfg = compose_config("task=listops", *SMALL, "task.data.tokenizer=drop_close", "task.data.workers=1")
+    manifest = lra_data.read_manifest(lra_data.prepare(cfg.task, tmp_path))
+    assert len(manifest["warnings"]) == 1 and "c209b2a" in manifest["warnings"][0]
+    assert manifest["val_is_test"] is False
+    default = compose_config("task=listops", *SMALL, "task.data.workers=1")
+    assert lra_data.read_manifest(lra_data.prepare(default.task, tmp_path))["warnings"] == []

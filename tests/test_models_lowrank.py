@@ -129,6 +129,27 @@ def test_performer_features_are_positive_and_blocks_orthogonal():
     assert (kf[1, 30:] == 0).all()  # padded keys contribute nothing
 
 
+def test_performer_equals_the_quadratic_form_of_its_own_random_features():
+    """Exact formula, not statistics: with the model's projection W, FAVOR+ must equal
+    out_i = sum_j a_ij v_j / sum_j a_ij, a_ij = phi(q_i) . phi(k_j) over real keys,
+    phi(x) = exp(W x' - |x'|^2 / 2) / sqrt(m), x' = x d^-1/4, computed directly in
+    float64 as an L x L matrix (no stabilising max, no eps). The model computes in
+    float32 and adds eps = 1e-6 to each feature, hence the tolerance."""
+    mask = lengths_mask(LEN, [LEN, 29])
+    q, k, v = qkv(21, LEN, scale=0.6)
+    w = draw_projection(jax.random.key(8), 24, D)
+    got = np.asarray(favor_attention(q, k, v, mask, w), np.float64)
+    qn, kn, vn, wn = f64(q, k, v, w)
+
+    def phi(x):
+        x = x * D**-0.25
+        return np.exp(np.einsum("blhd,md->blhm", x, wn) - 0.5 * (x * x).sum(-1, keepdims=True)) / np.sqrt(24)
+
+    a = np.einsum("bqhm,bkhm->bhqk", phi(qn), phi(kn)) * np.asarray(mask)[:, None, None, :]
+    expected = np.einsum("bhqk,bkhd->bqhd", a, vn) / a.sum(-1).transpose(0, 2, 1)[..., None]
+    np.testing.assert_allclose(real_rows(got, mask), real_rows(expected, mask), rtol=2e-4, atol=2e-5)
+
+
 def test_performer_error_falls_as_the_number_of_features_grows():
     length = LEN
     mask = lengths_mask(length, [LEN, 35])

@@ -5,7 +5,8 @@ from the returned paddle segments as one continuous trace (paddles plus the gaps
 between consecutive paddles) on a 4x finer grid, flood-fills from one marker and
 asks whether the fill reaches the other marker. It also checks that the returned
 segments are what the image shows (each paddle's ink is there, owned by its path),
-that the markers are bright in the image, and that paths keep their distance.
+that the markers are bright in the image, and that paths keep their distance
+wherever the original's occupancy mask would compare them.
 """
 
 from __future__ import annotations
@@ -97,9 +98,23 @@ def _segment_distances(s: np.ndarray) -> np.ndarray:
     return np.where(crossing, 0.0, d)
 
 
+def _pieces(path: np.ndarray) -> np.ndarray:
+    """A path's paddles and the gaps between consecutive paddles, as segments [N, 4]."""
+    valid = path[~np.isnan(path[:, 0])].astype(np.float64)
+    gaps = np.concatenate([valid[:-1, 2:], valid[1:, :2]], 1)
+    return np.concatenate([valid, gaps])
+
+
+def _targets_touch(seg: np.ndarray) -> bool:
+    a, b = _pieces(seg[0]), _pieces(seg[1])
+    d = _segment_distances(np.concatenate([a, b]))[: len(a), len(a):]
+    return bool(d.min() < 2.0 / FINE)
+
+
 def _check_labels(images, labels, meta, res):
     p = pg.params(res, "hard")
     n = len(labels)
+    touching = 0
     for i in range(n):
         seg = meta["segments"][i].astype(np.float64)
         markers = meta["markers"][i].astype(np.float64)
@@ -108,13 +123,18 @@ def _check_labels(images, labels, meta, res):
         ends = seg[:2, p.contour_length - 1, 2:]
         assert np.min(np.hypot(*(starts - markers[0]).T)) < 1e-3
         assert np.min(np.hypot(*(ends - markers[1]).T)) < 1e-3
-        # independent label: are the markers on one continuous path?
-        trace = _trace(seg, res)
+        # independent label: are the markers on one continuous target path? (Paths
+        # may cross, as in the original; a label-0 image whose two targets touch
+        # reads as connected, and is counted instead.)
+        trace = _trace(seg[:2], res)
         same = _connected(trace, _fine(markers[0]), _fine(markers[1]))
-        assert same == bool(labels[i]), f"image {i}: label {labels[i]}, connected {same}"
+        if same != bool(labels[i]):
+            assert labels[i] == 0 and _targets_touch(seg), f"image {i}: label 0 but connected"
+            touching += 1
         # markers are visible
         for y, x in np.rint(markers).astype(int):
             assert images[i, y, x] >= 200, f"image {i}: marker at {(y, x)} is dark"
+    assert touching <= n // 4, f"{touching} of {n} label-0 images have touching targets"
 
 
 # ----------------------------------------------------------------------------- tests
@@ -186,11 +206,17 @@ def test_labels_by_connectivity_128(sample128):
 def test_image_shows_the_segments(which, request):
     images, labels, meta = request.getfixturevalue(which)
     for i in range(len(labels)):
-        for path, paddles in enumerate(meta["segments"][i]):
+        seg = meta["segments"][i].astype(np.float64)
+        for path, paddles in enumerate(seg):
+            others = seg[np.arange(len(seg)) != path].reshape(-1, 4)
+            others = others[~np.isnan(others[:, 0])]
             for s in paddles[~np.isnan(paddles[:, 0])]:
                 y, x = np.rint((s[:2] + s[2:]) / 2).astype(int)
                 assert images[i, y, x] > 0
-                assert meta["path_ids"][i, y, x] == path + 1
+                # the brightest ink is this path's, unless another path passes close by
+                near = _segment_distances(np.concatenate([[[y, x, y, x]], others]))[0, 1:]
+                if near.min(initial=np.inf) > 2.0:
+                    assert meta["path_ids"][i, y, x] == path + 1
 
 
 @pytest.mark.parametrize("which", ["sample32", "sample128"])
@@ -198,15 +224,23 @@ def test_paths_keep_apart(which, request):
     images, labels, meta = request.getfixturevalue(which)
     res = images.shape[-1]
     p = pg.params(res, "hard")
+    last = p.contour_length - 1
     for i in range(len(labels)):
-        sep = 2 * float(meta["margins"][i]) + p.paddle_thickness
+        sep = float(pg.separation(meta["margins"][i], p))
         seg = meta["segments"][i].astype(np.float64)
         path, k = np.nonzero(~np.isnan(seg[..., 0]))
         s = seg[path, k]
         assert s.min() >= 0 and s.max() <= res - 1
         d = _segment_distances(s)
-        exempt = (path[:, None] == path[None, :]) & (np.abs(k[:, None] - k[None, :]) <= 1)
-        d = np.where(exempt, np.inf, d)  # a paddle and its neighbours on one path
+        P, Q, I, J = path[:, None], path[None, :], k[:, None], k[None, :]
+        # pairs the original's mask never compares: a paddle and its neighbours on
+        # one path; target paddles A_i, B_j with i - j in {0, 1} (the mask takes a
+        # paddle in one step late, B's seed is unchecked); a distractor and A's last
+        exempt = (P == Q) & (np.abs(I - J) <= 1)
+        exempt |= (P == 0) & (Q == 1) & ((I - J == 0) | (I - J == 1))
+        exempt |= (P == 1) & (Q == 0) & ((J - I == 0) | (J - I == 1))
+        exempt |= ((P >= 2) & (Q == 0) & (J == last)) | ((Q >= 2) & (P == 0) & (I == last))
+        d = np.where(exempt, np.inf, d)
         assert d.min() >= sep - 1e-3, f"image {i}: two paths only {d.min():.2f} apart"
 
 
@@ -228,3 +262,48 @@ def test_errors():
     with pytest.raises(LraError) as e:
         pg.params(48, "hard")
     assert "32, 64, 128, 256" in str(e.value) and "\n" not in str(e.value)
+
+
+# ----------------------------------------------------------------------------- fidelity
+
+# The original procedure (drewlinsley/pathfinder ab9c130, the generator LRA used) at
+# LRA's Pathfinder-32 hard settings, measured on 300 images with
+#   python scripts/bench_pathfinder_gen_fidelity.py --original DIR --n 300 --seed 1
+# (DIR: a checkout of that commit; the script re-creates the removed scipy.misc and
+# cv2 functions it needs): distractors placed 4.653 of 5 attempts, non-zero pixels
+# 460.1 per image, brightest distractor above brightest target in 100% of images,
+# peak ratio 1.319, two paths crossing (a pixel at half of each one's peak) in 49.3%.
+# A second run (700 images, --seed 2) gave 4.669, 462.3, 100%, 1.327 and 47.7%.
+ORIGINAL_32_HARD = {"distractors_placed": 4.653, "nonzero_pixels": 460.1,
+                    "distractor_brighter": 1.0, "contrast_ratio": 1.319, "crossing": 0.493}
+
+
+def test_fidelity_to_the_original_generator_at_32():
+    """Our figures against the original's (the same `fidelity_stats` for both). Before
+    the fidelity fixes: 2.9 distractors placed, 202 non-zero pixels, peak ratio 1.0
+    (both contrasts 1.5) and no crossing at all. What is left (README): about 17% more
+    non-zero pixels (our paddles sit at sub-pixel positions, the original's on pixels)
+    and about half the original's crossings (its collision test samples pixels)."""
+    p = pg.params(32, "hard")
+    assert (p.target_contrast, p.distractor_contrast) == (2 * 0.75, 2.0)
+    images, _, meta = pg.generate(300, 32, "hard", seed=11, workers=1, return_meta=True)
+    ours = pg.fidelity_stats(images, pg.path_inks(p, meta["segments"]))
+    want = ORIGINAL_32_HARD
+    assert abs(ours["contrast_ratio"] - want["contrast_ratio"]) < 0.05, ours
+    assert ours["distractor_brighter"] >= 0.95, ours
+    assert abs(ours["distractors_placed"] - want["distractors_placed"]) < 0.4, ours
+    assert abs(ours["nonzero_pixels"] / want["nonzero_pixels"] - 1) < 0.2, ours
+    assert 0.15 <= ours["crossing"] <= want["crossing"] + 0.1, ours
+
+
+def test_fidelity_stats_on_a_hand_made_example():
+    images = np.zeros((2, 4, 4), np.uint8)
+    images[0, 0, :3] = 9
+    inks = np.zeros((2, 3, 4, 4))
+    inks[:, 0, 1, :] = 1.0  # target 0: a row
+    inks[:, 1, :, 1] = 1.0  # target 1: a column, crossing it at (1, 1)
+    inks[0, 2, 3, 3] = 1.5  # image 0: one distractor, brighter
+    inks[1, 1, 1, 1] = 0.4  # image 1: target 1 faint where the row passes: no crossing
+    stats = pg.fidelity_stats(images, inks)
+    assert stats == {"distractors_placed": 0.5, "nonzero_pixels": 1.5, "distractor_brighter": 0.5,
+                     "contrast_ratio": 1.5, "crossing": 0.5}

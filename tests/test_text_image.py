@@ -93,6 +93,7 @@ def test_text_jsonl_gz_bytes_truncation_padding(tmp_path):
     assert test["inputs"][1].tolist() == expected_row("meh", 16)  # \t ... \r\n stripped
     assert np.array_equal(val["inputs"], test["inputs"]) and np.array_equal(val["labels"], test["labels"])
     assert built.meta["val"] == "test" and built.meta["truncated_reviews"] == {"train": 2, "test": 1}
+    assert built.val_is_test  # flagged for the record and the leaderboard
     assert set(built.meta["files_sha256"]) == {"train.jsonl.gz", "test.jsonl.gz"}
     for split, arrays in built.splits.items():
         check_split(get_task("text"), split, arrays, 16)
@@ -135,6 +136,7 @@ def test_text_holdout_is_seeded_and_disjoint(tmp_path):
     one, two = task.build(cfg), task.build(cfg)
     other = task.build(text_cfg(folder, seq_len=32, val="holdout", val_fraction=0.25, seed=4))
     assert len(one.splits["val"]["labels"]) == 10 and len(one.splits["train"]["labels"]) == 30
+    assert not one.val_is_test
     decode = lambda arr: {bytes(int(t) - 1 for t in row if t) for row in arr}  # noqa: E731
     train, val = decode(one.splits["train"]["inputs"]), decode(one.splits["val"]["inputs"])
     assert not train & val and len(train | val) == 40
@@ -607,3 +609,12 @@ def test_shared_cifar_prepares_in_full(tmp_path):
     splits = lra_data.open_prepared(path)
     assert splits["test"]["inputs"].shape == (10000, 1024)
     assert splits["test"]["inputs"].min() == 1 and splits["test"]["inputs"].max() == 256
+
+
+def test_image_tfds_error_lists_every_local_source(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # as if not installed
+    with pytest.raises(LraError) as err:
+        image_task._read_tfds(None)
+    for source in image_task.SOURCES[1:]:
+        assert source in str(err.value)
+    assert "\n" not in str(err.value)
