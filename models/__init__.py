@@ -6,7 +6,9 @@ one config in `configs/model/`. Modules are imported automatically.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import itertools
 import pkgutil
 from typing import Any
 
@@ -54,8 +56,11 @@ def build_model(
     mixer_cls = MODELS.get(name)
     shape = cfg.mixer_shape()
 
+    layers = itertools.count()  # the encoder builds its layers' mixers in order
+
     def mixer_factory(layer_rngs: nnx.Rngs) -> nnx.Module:
-        return mixer_cls(shape, **options, rngs=layer_rngs)
+        layer_shape = dataclasses.replace(shape, layer=next(layers))
+        return mixer_cls(layer_shape, **options, rngs=layer_rngs)
 
     if pair:
         if interaction not in INTERACTIONS:

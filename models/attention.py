@@ -48,6 +48,7 @@ class MixerShape:
     attention_dropout: float = 0.0
     dtype: Any = jnp.float32  # compute dtype; parameters stay float32
     cls_token: bool = False  # position 0 is a CLS token (sparse patterns make it global)
+    layer: int = 0  # which encoder layer the mixer sits in (DiNAT alternates dilations)
 
     @property
     def head_dim(self) -> int:

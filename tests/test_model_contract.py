@@ -57,6 +57,8 @@ SMALL = {
     "reformer": dict(num_buckets=4, num_hashes=2),
     "performer": dict(num_features=16),
     "linformer": dict(k=8),
+    "nystromformer": dict(num_landmarks=4, conv_kernel_size=3),
+    "dilated_na": dict(kernel_size=3),
 }
 # Models whose output depends, by definition, on the padded length, so that appending
 # padding changes it however the mask is honoured. Each says why; the mask is still

@@ -177,6 +177,63 @@ def test_retention_decays_are_the_papers():
     np.testing.assert_allclose(decays(4), [1 - 1 / 32, 1 - 1 / 64, 1 - 1 / 128, 1 - 1 / 256])
 
 
+# ---------------------------------------------------------------- dilated neighbourhood
+
+
+def dilated_layer(length, kernel_size, dilation):
+    shape = MixerShape(dim=H * D, num_heads=H, qkv_dim=H * D, seq_len=length,
+                       dtype=jnp.float64, layer=1)  # an odd layer: dilated
+    return MODELS.get("dilated_na")(shape, kernel_size=kernel_size, dilation=dilation,
+                                    rngs=nnx.Rngs(0))
+
+
+def neighbour_matrix(n, length, kernel_size, dilation):
+    """allowed[i, j] built from NA's definition, one query at a time, in plain Python."""
+    allowed = np.zeros((length, length), bool)
+    for i in range(n):
+        group = [j for j in range(n) if j % dilation == i % dilation]
+        size = min(kernel_size, len(group))
+        at = group.index(i)
+        start = min(max(at - kernel_size // 2, 0), len(group) - size)
+        allowed[i, group[start:start + size]] = True
+    return allowed
+
+
+def test_dilated_na_covering_the_sequence_with_dilation_1_is_full_attention():
+    length = 12
+    q, k, v = (rand(s, 2, length, H, D) for s in (13, 14, 15))
+    mask = lengths_mask(length, [12, 8])
+    got = attend(dilated_layer(length, 13, 1), q, k, v, mask)
+    np.testing.assert_allclose(real(got, mask), real(softmax_reference(q, k, v, mask), mask),
+                               atol=1e-10)
+
+
+@pytest.mark.parametrize("kernel_size,dilation", [(3, 1), (3, 2), (5, 3), (1, 4)])
+def test_dilated_na_matches_an_independently_built_neighbour_matrix(kernel_size, dilation):
+    length = 23
+    q, k, v = (rand(s, 2, length, H, D) for s in (16, 17, 18))
+    lengths = [23, 10]
+    mask = lengths_mask(length, lengths)
+    got = attend(dilated_layer(length, kernel_size, dilation), q, k, v, mask)
+    for b, n in enumerate(lengths):
+        allowed = neighbour_matrix(n, length, kernel_size, dilation)
+        assert not allowed[:n, :n].all()  # really sparse
+        scores = np.einsum("qhd,khd->hqk", q[b, :n], k[b]) / np.sqrt(D)
+        scores = np.where(allowed[None, :n], scores, -np.inf)
+        w = np.exp(scores - scores.max(-1, keepdims=True))
+        want = np.einsum("hqk,khd->qhd", w / w.sum(-1, keepdims=True), v[b])
+        np.testing.assert_allclose(got[b, :n], want, atol=1e-10)
+
+
+def test_dilated_na_alternates_dilation_across_layers_as_dinat():
+    from lra.models import EncoderConfig, build_model
+
+    cfg = EncoderConfig(vocab_size=5, max_len=63, num_layers=3, dim=8, num_heads=2, qkv_dim=8,
+                        mlp_dim=8, pooling="mean")
+    model = build_model("dilated_na", {"kernel_size": 7}, cfg, 2, rngs=nnx.Rngs(0))
+    assert [b.mixer.dilation for b in model.encoder.blocks] == [1, 63 // 7, 1]
+
+
 # ---------------------------------------------------------------- no L x L
 
 
