@@ -183,7 +183,8 @@ def mixer_jaxprs(m, length):
     mask = jax.ShapeDtypeStruct((1, length), jnp.bool_)
 
     def forward(params, x, mask):
-        y = nnx.merge(graph, params, rest)(x, mask, deterministic=False, rngs=nnx.Rngs(0))
+        y = nnx.merge(graph, params, rest, copy=True)(x, mask, deterministic=False,
+                                                     rngs=nnx.Rngs(0))
         return y.sum()
 
     return [jax.make_jaxpr(fn)(params, x, mask).jaxpr

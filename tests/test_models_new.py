@@ -234,14 +234,82 @@ def test_dilated_na_alternates_dilation_across_layers_as_dinat():
     assert [b.mixer.dilation for b in model.encoder.blocks] == [1, 63 // 7, 1]
 
 
+# ---------------------------------------------------------------- routing
+
+
+@pytest.mark.parametrize("local_heads", [0, 1, 2])
+def test_routing_with_one_cluster_covering_the_sequence_is_full_attention(local_heads):
+    length = 12
+    q, k, v = (rand(s, 2, length, H, D) for s in (19, 20, 21))
+    mask = lengths_mask(length, [12, 7])
+    m = layer("routing", length, num_clusters=1, window=16, local_heads=local_heads)
+    got = attend(m, q, k, v, mask)
+    np.testing.assert_allclose(real(got, mask), real(softmax_reference(q, k, v, mask), mask),
+                               atol=1e-10)
+
+
+def test_routing_balanced_clusters_match_brute_force_top_window():
+    length, clusters, window = 12, 3, 4
+    q, k, v = (rand(s, 1, length, H, D) for s in (22, 23, 24))
+    mask = lengths_mask(length, [10])
+    m = layer("routing", length, num_clusters=clusters, window=window, local_heads=0)
+    got = attend(m, q, k, v, mask)
+    mu = np.asarray(m.centroids[...])  # [H, C, D]
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    want = np.zeros((length, H, D))
+    for h in range(H):
+        total, count = np.zeros((length, D)), np.zeros(length)
+        for c in range(clusters):
+            def top(x):
+                sim = unit(x[0, :, h]) @ mu[h, c]
+                sim[10:] = -np.inf
+                return np.argsort(-sim, kind="stable")[:window]
+            qi, ki = top(q), top(k)
+            ki_real = [j for j in ki if j < 10]
+            scores = q[0, qi, h] @ k[0, ki_real, h].T / np.sqrt(D)
+            w = np.exp(scores - scores.max(-1, keepdims=True))
+            total[qi] += (w / w.sum(-1, keepdims=True)) @ v[0, ki_real, h]
+            count[qi] += 1
+        want[:, h] = total / np.maximum(count, 1)[:, None]
+    np.testing.assert_allclose(got[0, :10], want[:10], atol=1e-10)
+
+
+def test_routing_centroids_follow_the_moving_average_in_training_only():
+    length = 10
+    shape = MixerShape(dim=H * D, num_heads=H, qkv_dim=H * D, seq_len=length, dtype=jnp.float64)
+    m = MODELS.get("routing")(shape, num_clusters=2, window=5, local_heads=0, rngs=nnx.Rngs(0))
+    x = jnp.asarray(rand(25, 2, length, H * D))
+    mask = jnp.asarray(lengths_mask(length, [10, 6]))
+    before = np.asarray(m.centroids[...])
+    assert type(m.centroids).__name__ == "Centroids" and not isinstance(m.centroids, nnx.Param)
+    nnx.jit(lambda m, x, mask: m(x, mask, deterministic=True))(m, x, mask)
+    np.testing.assert_array_equal(np.asarray(m.centroids[...]), before)  # evaluation: unchanged
+    nnx.jit(lambda m, x, mask: m(x, mask, deterministic=False, rngs=nnx.Rngs(1)))(m, x, mask)
+    after = np.asarray(m.centroids[...])
+    # The definition: nearest centroid of every real unit query and key, EMA of their mean.
+    qk = [np.asarray(p(x)).reshape(2, length, H, D) for p in (m.query, m.key)]
+    unit = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)  # noqa: E731
+    vecs = [unit(a)[b, :n] for a in qk for b, n in enumerate([10, 6])]
+    for h in range(H):
+        pts = np.concatenate([p[:, h] for p in vecs])
+        nearest = (pts @ before[h].T).argmax(-1)
+        for c in range(2):
+            if (nearest == c).any():
+                moved = 0.999 * before[h, c] + 0.001 * pts[nearest == c].mean(0)
+                np.testing.assert_allclose(after[h, c], unit(moved), atol=1e-12)
+            else:
+                np.testing.assert_array_equal(after[h, c], before[h, c])
+    assert not np.allclose(after, before)
+
+
 # ---------------------------------------------------------------- no L x L
 
 
-@pytest.mark.parametrize("name", ["fnet"])
+@pytest.mark.parametrize("name", ["fnet", "routing"])
 def test_subquadratic_models_have_no_length_squared_intermediate(name):
     """Models below L^2 that do not declare linear_time (L log L) still hold no L x L array."""
     length = 4096
-    shape = MixerShape(dim=8, num_heads=2, qkv_dim=8, seq_len=length)
+    shape = MixerShape(dim=16, num_heads=2, qkv_dim=16, seq_len=length)  # mixer_jaxprs: dim 16
     m = MODELS.get(name)(shape, rngs=nnx.Rngs(0))
     for jaxpr in mixer_jaxprs(m, length):
         assert quadratic_intermediates(jaxpr, length) == []
