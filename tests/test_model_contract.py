@@ -59,6 +59,7 @@ SMALL = {
     "linformer": dict(k=8),
     "nystromformer": dict(num_landmarks=4, conv_kernel_size=3),
     "dilated_na": dict(kernel_size=3),
+    "loglinear": dict(block_size=2, top_k=2),
 }
 # Models whose output depends, by definition, on the padded length, so that appending
 # padding changes it however the mask is honoured. Each says why; the mask is still

@@ -302,10 +302,95 @@ def test_routing_centroids_follow_the_moving_average_in_training_only():
     assert not np.allclose(after, before)
 
 
+# ---------------------------------------------------------------- log-linear
+
+
+def test_loglinear_with_top_k_covering_every_block_is_full_attention():
+    length = 22
+    q, k, v = (rand(s, 2, length, H, D) for s in (26, 27, 28))
+    mask = lengths_mask(length, [22, 13])
+    got = attend(layer("loglinear", length, block_size=4, top_k=6), q, k, v, mask)
+    np.testing.assert_allclose(real(got, mask), real(softmax_reference(q, k, v, mask), mask),
+                               atol=1e-10)
+
+
+def brute_force_selection(q_mean, levels, top_k):
+    """Per (example, head, query block): the kept fine blocks and the dropped candidates
+    of every level, by looping over the hierarchy in plain numpy."""
+    counts = [np.asarray(c) for _, _, c in levels]
+    means = [np.asarray(km) for km, _, _ in levels]
+    q_mean = np.asarray(q_mean)
+    b_, nq, h_, _ = q_mean.shape
+    kept, dropped = {}, {}
+    for b in range(b_):
+        for h in range(h_):
+            for qi in range(nq):
+                chosen = [j for j in range(counts[-1].shape[1]) if counts[-1][b, j] > 0]
+                drops = []
+                for level in range(len(levels) - 2, -1, -1):
+                    cands = [c for p in chosen for c in (2 * p, 2 * p + 1)
+                             if c < counts[level].shape[1] and counts[level][b, c] > 0]
+                    score = {c: q_mean[b, qi, h] @ means[level][b, c, h] for c in cands}
+                    ranked = sorted(cands, key=lambda c: -score[c])
+                    chosen, rest = ranked[:top_k], ranked[top_k:]
+                    drops.append(set(rest))
+                kept[b, h, qi], dropped[b, h, qi] = set(chosen), drops
+    return kept, dropped
+
+
+def test_loglinear_selects_the_brute_force_top_k_at_every_level():
+    from lra.models.loglinear import hierarchy, select_blocks
+
+    length, bs, top_k = 64, 2, 3  # 32 fine blocks, levels of 32, 16, 8, 4, 2 blocks
+    q, k, v = (jnp.asarray(rand(s, 2, length, H, D)) for s in (29, 30, 31))
+    mask = jnp.asarray(lengths_mask(length, [64, 37]))
+    kb, vb, qb = (x.reshape(2, length // bs, bs, H, D) for x in (k, v, q))
+    mb = mask.reshape(2, length // bs, bs)
+    levels = hierarchy(kb, vb, mb, bs, top_k)
+    assert [c.shape[1] for _, _, c in levels] == [32, 16, 8, 4, 2]
+    q_mean = jnp.einsum("bnshd,bns->bnhd", qb, mb) / jnp.maximum(mb.sum(-1), 1)[..., None, None]
+    (sel, ok), dropped = select_blocks(q_mean, levels, top_k)
+    kept, drops = brute_force_selection(q_mean, levels, top_k)
+    sel, ok = np.asarray(sel), np.asarray(ok)
+    for (b, h, qi), want in kept.items():
+        if not mb[b, qi].any():
+            continue  # a query block of padding: all scores tie, its choice is never used
+        assert set(sel[b, h, qi][ok[b, h, qi]].tolist()) == want
+        for (idx, idx_ok), want_dropped in zip(dropped, drops[(b, h, qi)]):
+            idx, idx_ok = np.asarray(idx), np.asarray(idx_ok)
+            assert set(idx[b, h, qi][idx_ok[b, h, qi]].tolist()) == want_dropped
+    assert any(len(w) == top_k for w in kept.values())  # really selective: 3 of 32 blocks
+
+    # The output: softmax over the kept blocks' tokens and the dropped blocks' summaries
+    # (mean key and value of the real tokens a block spans, score + log of their count).
+    got = attend(layer("loglinear", length, block_size=bs, top_k=top_k), q, k, v, mask)
+    q, k, v, mask = (np.asarray(x) for x in (q, k, v, mask))
+    for (b, h, qi), fine in kept.items():
+        if not mask[b, qi * bs:(qi + 1) * bs].any():
+            continue
+        keys, values, bias = [], [], []
+        for block in fine:
+            for t in range(block * bs, (block + 1) * bs):
+                if mask[b, t]:
+                    keys.append(k[b, t, h]), values.append(v[b, t, h]), bias.append(0.0)
+        for level, blocks in zip(range(len(levels) - 2, -1, -1), drops[(b, h, qi)]):
+            span = bs * 2 ** level
+            for block in blocks:
+                real_t = [t for t in range(block * span, (block + 1) * span) if mask[b, t]]
+                keys.append(k[b, real_t, h].mean(0)), values.append(v[b, real_t, h].mean(0))
+                bias.append(np.log(len(real_t)))
+        for t in range(qi * bs, (qi + 1) * bs):
+            if mask[b, t]:
+                scores = np.array(keys) @ q[b, t, h] / np.sqrt(D) + np.array(bias)
+                w = np.exp(scores - scores.max())
+                np.testing.assert_allclose(got[b, t, h], (w / w.sum()) @ np.array(values),
+                                           atol=1e-10)
+
+
 # ---------------------------------------------------------------- no L x L
 
 
-@pytest.mark.parametrize("name", ["fnet", "routing"])
+@pytest.mark.parametrize("name", ["fnet", "routing", "loglinear"])
 def test_subquadratic_models_have_no_length_squared_intermediate(name):
     """Models below L^2 that do not declare linear_time (L log L) still hold no L x L array."""
     length = 4096
