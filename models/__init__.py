@@ -6,8 +6,9 @@ one config in `configs/model/`. Modules are imported automatically.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-import inspect
+import itertools
 import pkgutil
 from typing import Any
 
@@ -24,27 +25,20 @@ for _module in pkgutil.iter_modules(__path__):
 
 
 def model_options(mixer_cls) -> list[str]:
-    """The keyword options a mixer accepts (what a model config may set)."""
-    params = inspect.signature(mixer_cls.__init__).parameters.values()
-    return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "rngs"]
+    """The options a mixer accepts (what a model config may set): its `Options` fields."""
+    return mixer_cls.Options.names()
 
 
 def check_model(name: str, options: dict[str, Any], cfg: EncoderConfig) -> None:
     """Validate a model choice against an encoder shape, before anything is traced."""
     mixer_cls = MODELS.get(name)
-    allowed = model_options(mixer_cls)
-    for key in options:
-        if key not in allowed:
-            raise LraError(
-                f"model '{name}' has no option '{key}'; its options are: "
-                f"{', '.join(allowed) or 'none'}"
-            )
+    typed = mixer_cls.Options.parse(options, name)
     if cfg.pooling not in POOLINGS:
         raise LraError(f"encoder.pooling={cfg.pooling!r} is not one of {', '.join(POOLINGS)}")
     for field in ("num_layers", "dim", "num_heads", "qkv_dim", "mlp_dim", "max_len"):
         if getattr(cfg, field) <= 0:
             raise LraError(f"encoder.{field} must be positive, got {getattr(cfg, field)}")
-    mixer_cls.check(cfg.mixer_shape(), options)
+    mixer_cls.check(cfg.mixer_shape(), typed)
 
 
 def build_model(
@@ -62,8 +56,11 @@ def build_model(
     mixer_cls = MODELS.get(name)
     shape = cfg.mixer_shape()
 
+    layers = itertools.count()  # the encoder builds its layers' mixers in order
+
     def mixer_factory(layer_rngs: nnx.Rngs) -> nnx.Module:
-        return mixer_cls(shape, **options, rngs=layer_rngs)
+        layer_shape = dataclasses.replace(shape, layer=next(layers))
+        return mixer_cls(layer_shape, **options, rngs=layer_rngs)
 
     if pair:
         if interaction not in INTERACTIONS:

@@ -14,7 +14,7 @@ the token-mixer call `mixer(x, mask, deterministic=..., rngs=...)`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -48,17 +48,97 @@ class MixerShape:
     attention_dropout: float = 0.0
     dtype: Any = jnp.float32  # compute dtype; parameters stay float32
     cls_token: bool = False  # position 0 is a CLS token (sparse patterns make it global)
+    layer: int = 0  # which encoder layer the mixer sits in (DiNAT alternates dilations)
 
     @property
     def head_dim(self) -> int:
         return self.qkv_dim // self.num_heads
 
 
-class SelfAttention(nnx.Module):
+@dataclasses.dataclass(frozen=True)
+class MixerOptions:
+    """A mixer's options, one frozen dataclass per mixer (its class attribute `Options`).
+
+    The fields are the options a model config may set and their defaults are the
+    ones `configs/model/<name>.yaml` states (a test keeps the two equal).
+    `__post_init__` rejects values that are wrong whatever the encoder; the mixer's
+    `check(shape, options)` rejects those that do not fit the encoder's shape.
+    """
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [field.name for field in dataclasses.fields(cls)]
+
+    @classmethod
+    def parse(cls, options: Mapping[str, Any], model: str):
+        """Options from a config mapping; an unknown name lists the valid ones."""
+        for key in options:
+            if key not in cls.names():
+                raise LraError(
+                    f"model '{model}' has no option '{key}'; its options are: "
+                    f"{', '.join(cls.names()) or 'none'}"
+                )
+        return cls(**options)
+
+
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    """An option that must be an integer >= minimum (booleans are not integers here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        rule = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise LraError(f"model.{name}={value!r} must be {rule}")
+    return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise LraError(f"model.{name}={value!r} must be true or false")
+    return value
+
+
+def check_positive(name: str, value: Any) -> float:
+    """An option that must be a number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise LraError(f"model.{name}={value!r} must be a positive number")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise LraError(f"model.{name}={value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+class TokenMixer(nnx.Module):
+    """What the encoder calls: `mixer(x [B, L, dim], mask [B, L], deterministic=, rngs=)`.
+
+    A mixer with options declares them as a nested `Options(MixerOptions)`
+    dataclass; the constructor takes them as keywords and keeps them, validated,
+    as `self.options`.
+    """
+
+    Options = MixerOptions
+    # Whether cost and memory grow linearly with length (`lra bench` fits their memory;
+    # the contract suite proves no L x L intermediate).
+    linear_time = False
+
+    def __init__(self, shape: MixerShape, *, rngs: nnx.Rngs, **options: Any):
+        del rngs  # subclasses draw their parameters from it
+        self.shape = shape
+        self.options = self.Options.parse(options, type(self).__name__)
+
+    @classmethod
+    def check(cls, shape: MixerShape, options: MixerOptions) -> None:
+        """Reject, at config time, options that cannot work with this encoder shape."""
+
+    def __call__(self, x, mask, *, deterministic: bool = True, rngs=None):
+        raise NotImplementedError
+
+
+class SelfAttention(TokenMixer):
     """Multi-head self-attention; subclasses implement `attend`."""
 
-    def __init__(self, shape: MixerShape, *, rngs: nnx.Rngs):
-        self.shape = shape
+    def __init__(self, shape: MixerShape, *, rngs: nnx.Rngs, **options: Any):
+        super().__init__(shape, rngs=rngs, **options)
         dense = dict(
             use_bias=False, kernel_init=KERNEL_INIT, dtype=shape.dtype, rngs=rngs
         )
@@ -69,8 +149,8 @@ class SelfAttention(nnx.Module):
         self.attention_dropout = nnx.Dropout(shape.attention_dropout)
 
     @classmethod
-    def check(cls, shape: MixerShape, options: dict[str, Any]) -> None:
-        """Reject, at config time, a configuration that cannot work."""
+    def check(cls, shape: MixerShape, options: MixerOptions) -> None:
+        super().check(shape, options)
         if shape.qkv_dim % shape.num_heads:
             raise LraError(
                 f"encoder.num_heads={shape.num_heads} does not divide "

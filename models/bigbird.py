@@ -30,6 +30,7 @@ models. LRA's seed is the layer index; here every layer uses `seed` (heads diffe
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax.numpy as jnp
@@ -37,8 +38,8 @@ import numpy as np
 from flax import nnx
 
 from lra.registry import MODELS
-from lra.models.attention import MixerShape, SelfAttention
-from lra.models.blocks import blocked, check_int, joint_softmax, scaled_scores, weighted_values
+from lra.models.attention import MixerOptions, MixerShape, SelfAttention, check_int
+from lra.models.blocks import blocked, joint_softmax, scaled_scores, weighted_values
 
 
 @functools.lru_cache(maxsize=64)
@@ -70,26 +71,22 @@ def global_blocks(num_blocks: int) -> list[int]:
 class BigBirdAttention(SelfAttention):
     """Global + sliding-window + random block-sparse attention."""
 
-    def __init__(
-        self,
-        shape: MixerShape,
-        *,
-        block_size: int = 64,
-        num_rand_blocks: int = 3,
-        seed: int = 0,
-        rngs: nnx.Rngs,
-    ):
-        super().__init__(shape, rngs=rngs)
-        self.block_size = block_size
-        self.num_rand_blocks = num_rand_blocks
-        self.seed = seed
+    @dataclasses.dataclass(frozen=True)
+    class Options(MixerOptions):
+        block_size: int = 64
+        num_rand_blocks: int = 3
+        seed: int = 0
 
-    @classmethod
-    def check(cls, shape, options):
-        super().check(shape, options)
-        check_int("block_size", options.get("block_size", 64))
-        check_int("num_rand_blocks", options.get("num_rand_blocks", 3), minimum=0)
-        check_int("seed", options.get("seed", 0), minimum=0)
+        def __post_init__(self):
+            check_int("block_size", self.block_size)
+            check_int("num_rand_blocks", self.num_rand_blocks, minimum=0)
+            check_int("seed", self.seed, minimum=0)
+
+    def __init__(self, shape: MixerShape, *, rngs: nnx.Rngs, **options):
+        super().__init__(shape, rngs=rngs, **options)
+        self.block_size = self.options.block_size
+        self.num_rand_blocks = self.options.num_rand_blocks
+        self.seed = self.options.seed
 
     def num_blocks(self, length: int) -> int:
         return -(-max(length, self.shape.seq_len) // self.block_size)

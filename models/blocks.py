@@ -1,17 +1,16 @@
 """Blockwise helpers shared by the block-sparse attentions (local, sparse_transformer,
 longformer, bigbird, sinkhorn): scores in (at least) float32, a numerically stable
 softmax normalised jointly over several groups of keys, right-padding to blocks,
-and config-time checks.
+and the CLS-token test.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 
-from lra.errors import LraError
 from lra.models.attention import MixerShape
 
 # Large negative score for masked entries. Finite, so that `score - max` never
@@ -79,11 +78,3 @@ def blocked(x: jax.Array, block: int, num_blocks: int) -> jax.Array:
 def cls_token(shape: MixerShape) -> bool:
     """Whether position 0 is a CLS token (the encoder pools on it)."""
     return shape.cls_token
-
-
-def check_int(name: str, value: Any, minimum: int = 1) -> int:
-    """Config-time check that an option is an integer >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        rule = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise LraError(f"model.{name} must be {rule}, got {value!r}")
-    return value

@@ -44,8 +44,7 @@ def linear_attention(q, k, v, mask, *, eps: float = EPS):
 class LinearAttention(SelfAttention):
     """Linear-time attention through the elu+1 feature map (no options, as in LRA)."""
 
-    def __init__(self, shape: MixerShape, *, rngs: nnx.Rngs):
-        super().__init__(shape, rngs=rngs)
+    linear_time = True
 
     def attend(self, q, k, v, mask, *, deterministic, rngs):
         del deterministic, rngs  # LRA applies no attention dropout here

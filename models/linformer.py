@@ -23,12 +23,22 @@ attended to. With E = F = I (k = L) and no padding it is exact softmax attention
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 from flax import nnx
 
 from lra.errors import LraError
 from lra.registry import MODELS
-from lra.models.attention import KERNEL_INIT, MixerShape, SelfAttention, masked_softmax_attention
+from lra.models.attention import (
+    KERNEL_INIT,
+    MixerOptions,
+    MixerShape,
+    SelfAttention,
+    check_bool,
+    check_int,
+    masked_softmax_attention,
+)
 
 
 def low_rank_project(x, proj, mask):
@@ -48,10 +58,21 @@ def low_rank_project(x, proj, mask):
 class LinformerAttention(SelfAttention):
     """Low-rank (length-projected) softmax attention."""
 
-    def __init__(self, shape: MixerShape, *, k: int = 16, share_kv: bool = True, rngs: nnx.Rngs):
-        super().__init__(shape, rngs=rngs)
-        self.k = k
-        self.share_kv = share_kv
+    linear_time = True
+
+    @dataclasses.dataclass(frozen=True)
+    class Options(MixerOptions):
+        k: int = 16
+        share_kv: bool = True
+
+        def __post_init__(self):
+            check_int("k", self.k)
+            check_bool("share_kv", self.share_kv)
+
+    def __init__(self, shape: MixerShape, *, rngs: nnx.Rngs, **options):
+        super().__init__(shape, rngs=rngs, **options)
+        k = self.k = self.options.k
+        self.share_kv = share_kv = self.options.share_kv
         self.proj_k = nnx.Param(KERNEL_INIT(rngs.params(), (k, shape.seq_len)))
         if not share_kv:
             self.proj_v = nnx.Param(KERNEL_INIT(rngs.params(), (k, shape.seq_len)))
@@ -59,17 +80,12 @@ class LinformerAttention(SelfAttention):
     @classmethod
     def check(cls, shape, options):
         super().check(shape, options)
-        k = options.get("k", 16)
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise LraError(f"model.k={k!r} must be a positive integer")
+        k = options.k
         if k > shape.seq_len:
             raise LraError(
                 f"model.k={k} exceeds the sequence length {shape.seq_len} "
                 "(CLS included); Linformer needs k <= seq_len"
             )
-        share = options.get("share_kv", True)
-        if not isinstance(share, bool):
-            raise LraError(f"model.share_kv={share!r} must be true or false")
 
     def attend(self, q, k, v, mask, *, deterministic, rngs):
         e = self.proj_k[...]

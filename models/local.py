@@ -11,11 +11,13 @@ the two disagree); we implement the documented intent, contiguous blocks.
 
 from __future__ import annotations
 
+import dataclasses
+
 from flax import nnx
 
 from lra.registry import MODELS
-from lra.models.attention import MixerShape, SelfAttention
-from lra.models.blocks import blocked, check_int, joint_softmax, scaled_scores, weighted_values
+from lra.models.attention import MixerOptions, MixerShape, SelfAttention, check_int
+from lra.models.blocks import blocked, joint_softmax, scaled_scores, weighted_values
 
 
 @MODELS.register("local")
@@ -26,14 +28,18 @@ class LocalAttention(SelfAttention):
     masked positions; a block larger than the sequence is one block (full attention).
     """
 
-    def __init__(self, shape: MixerShape, *, block_size: int = 50, rngs: nnx.Rngs):
-        super().__init__(shape, rngs=rngs)
-        self.block_size = block_size
+    linear_time = True
 
-    @classmethod
-    def check(cls, shape, options):
-        super().check(shape, options)
-        check_int("block_size", options.get("block_size", 50))
+    @dataclasses.dataclass(frozen=True)
+    class Options(MixerOptions):
+        block_size: int = 50
+
+        def __post_init__(self):
+            check_int("block_size", self.block_size)
+
+    def __init__(self, shape: MixerShape, *, rngs: nnx.Rngs, **options):
+        super().__init__(shape, rngs=rngs, **options)
+        self.block_size = self.options.block_size
 
     def attend(self, q, k, v, mask, *, deterministic, rngs):
         b, length, h, d = q.shape

@@ -26,16 +26,17 @@ token) the two are the same.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from lra.errors import LraError
 from lra.registry import MODELS
-from lra.models.attention import MixerShape, SelfAttention
+from lra.models.attention import MixerOptions, MixerShape, SelfAttention, check_int
 from lra.models.blocks import (
     blocked,
-    check_int,
     cls_token,
     joint_softmax,
     scaled_scores,
@@ -53,17 +54,24 @@ def window_bounds(window: int) -> tuple[int, int]:
 class LongformerAttention(SelfAttention):
     """Sliding-window attention with global tokens, computed on a band of key chunks."""
 
-    def __init__(
-        self,
-        shape: MixerShape,
-        *,
-        sliding_window_size: int = 512,
-        global_positions: tuple[int, ...] = (),
-        rngs: nnx.Rngs,
-    ):
-        super().__init__(shape, rngs=rngs)
-        self.window = sliding_window_size
-        positions = set(int(p) for p in global_positions)
+    @dataclasses.dataclass(frozen=True)
+    class Options(MixerOptions):
+        sliding_window_size: int = 512
+        global_positions: tuple[int, ...] = ()  # a config's list becomes a tuple
+
+        def __post_init__(self):
+            check_int("sliding_window_size", self.sliding_window_size)
+            positions = self.global_positions
+            if not isinstance(positions, (list, tuple)):
+                raise LraError(
+                    f"model.global_positions={positions!r} must be a list of positions"
+                )
+            object.__setattr__(self, "global_positions", tuple(positions))
+
+    def __init__(self, shape: MixerShape, *, rngs: nnx.Rngs, **options):
+        super().__init__(shape, rngs=rngs, **options)
+        self.window = self.options.sliding_window_size
+        positions = set(int(p) for p in self.options.global_positions)
         if cls_token(shape):
             positions.add(0)
         self.global_positions = tuple(sorted(positions))
@@ -71,11 +79,7 @@ class LongformerAttention(SelfAttention):
     @classmethod
     def check(cls, shape, options):
         super().check(shape, options)
-        check_int("sliding_window_size", options.get("sliding_window_size", 512))
-        positions = options.get("global_positions", ())
-        if not isinstance(positions, (list, tuple)):
-            raise LraError(f"model.global_positions must be a list of positions, got {positions!r}")
-        for p in positions:
+        for p in options.global_positions:
             if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < shape.seq_len:
                 raise LraError(
                     f"model.global_positions has {p!r}; positions must be integers in "

@@ -35,6 +35,8 @@ deterministic evaluation always uses the stored features.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,7 +44,7 @@ from flax import nnx
 
 from lra.errors import LraError
 from lra.registry import MODELS
-from lra.models.attention import MixerShape, SelfAttention
+from lra.models.attention import MixerOptions, MixerShape, SelfAttention, check_bool, check_int
 
 EPS = 1e-6  # LRA make_fast_softmax_attention(numerical_stabilizer=0.000001)
 
@@ -122,31 +124,25 @@ def _features_key(rngs):
 class PerformerAttention(SelfAttention):
     """FAVOR+ attention with `num_features` positive orthogonal random features."""
 
-    def __init__(
-        self,
-        shape: MixerShape,
-        *,
-        num_features: int = 256,
-        redraw: bool = False,
-        rngs: nnx.Rngs,
-    ):
-        super().__init__(shape, rngs=rngs)
-        self.num_features = num_features
-        self.redraw = redraw
+    linear_time = True
+
+    @dataclasses.dataclass(frozen=True)
+    class Options(MixerOptions):
+        num_features: int = 256
+        redraw: bool = False
+
+        def __post_init__(self):
+            check_int("num_features", self.num_features)
+            check_bool("redraw", self.redraw)
+
+    def __init__(self, shape: MixerShape, *, rngs: nnx.Rngs, **options):
+        super().__init__(shape, rngs=rngs, **options)
+        num_features = self.num_features = self.options.num_features
+        self.redraw = self.options.redraw
         key = rngs.params()
         # Non-trainable: the optimiser (which updates nnx.Param) never touches them.
         self.feature_key = nnx.Variable(jax.random.key_data(key))
         self.projection = nnx.Variable(draw_projection(key, num_features, shape.head_dim))
-
-    @classmethod
-    def check(cls, shape, options):
-        super().check(shape, options)
-        m = options.get("num_features", 256)
-        if not isinstance(m, int) or isinstance(m, bool) or m < 1:
-            raise LraError(f"model.num_features={m!r} must be a positive integer")
-        redraw = options.get("redraw", False)
-        if not isinstance(redraw, bool):
-            raise LraError(f"model.redraw={redraw!r} must be true or false")
 
     def attend(self, q, k, v, mask, *, deterministic, rngs):
         projection = self.projection[...]

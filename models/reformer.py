@@ -34,6 +34,7 @@ reformer_attention.py) and trax/flax efficient_attention (LSHSelfAttention):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -42,7 +43,7 @@ from flax import nnx
 
 from lra.errors import LraError
 from lra.registry import MODELS
-from lra.models.attention import MixerShape, SelfAttention
+from lra.models.attention import MixerOptions, MixerShape, SelfAttention, check_int
 
 SELF_SCORE = -1e5  # trax mask_self_attention: dots - 1e5 on the diagonal
 MASKED_SCORE = -1e9  # trax: padded keys get -1e9
@@ -147,36 +148,30 @@ def lsh_attention(q, v, mask, buckets, *, chunk_len: int, weights_hook=None):
 class ReformerAttention(SelfAttention):
     """LSH self-attention with shared query/key projections."""
 
-    def __init__(
-        self,
-        shape: MixerShape,
-        *,
-        num_hashes: int = 1,
-        num_buckets: int = 10,
-        rngs: nnx.Rngs,
-    ):
-        super().__init__(shape, rngs=rngs)
+    @dataclasses.dataclass(frozen=True)
+    class Options(MixerOptions):
+        num_hashes: int = 1
+        num_buckets: int = 10
+
+        def __post_init__(self):
+            check_int("num_hashes", self.num_hashes)
+            buckets = check_int("num_buckets", self.num_buckets)
+            if buckets > 1 and buckets % 2:
+                raise LraError(
+                    f"model.num_buckets={buckets} must be 1 or even "
+                    "(buckets are argmax over [xR, -xR])"
+                )
+
+    def __init__(self, shape: MixerShape, *, rngs: nnx.Rngs, **options):
+        super().__init__(shape, rngs=rngs, **options)
         del self.key  # shared QK: keys come from the query projection
-        self.num_hashes = num_hashes
-        self.num_buckets = num_buckets
+        num_hashes = self.num_hashes = self.options.num_hashes
+        num_buckets = self.num_buckets = self.options.num_buckets
         self.chunk_len = -(-shape.seq_len // num_buckets)
         rot = max(num_buckets // 2, 1)
         self.rotations = nnx.Variable(
             jax.random.normal(rngs.params(), (shape.head_dim, num_hashes, rot), jnp.float32)
         )
-
-    @classmethod
-    def check(cls, shape, options):
-        super().check(shape, options)
-        hashes = options.get("num_hashes", 1)
-        buckets = options.get("num_buckets", 10)
-        for name, val in (("num_hashes", hashes), ("num_buckets", buckets)):
-            if not isinstance(val, int) or isinstance(val, bool) or val < 1:
-                raise LraError(f"model.{name}={val!r} must be a positive integer")
-        if buckets > 1 and buckets % 2:
-            raise LraError(
-                f"model.num_buckets={buckets} must be 1 or even (buckets are argmax over [xR, -xR])"
-            )
 
     def __call__(self, x, mask, *, deterministic: bool = True, rngs=None):
         q = self.split_heads(self.query(x))

@@ -32,18 +32,25 @@ sorting output by max_num_blocks=25 and slices it; we size it by nb.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lra.errors import LraError
 from lra.registry import MODELS
-from lra.models.attention import KERNEL_INIT, MixerShape, SelfAttention
+from lra.models.attention import (
+    KERNEL_INIT,
+    MixerOptions,
+    MixerShape,
+    SelfAttention,
+    check_int,
+    check_positive,
+)
 from lra.models.blocks import (
     NEG,
     acc_dtype,
     blocked,
-    check_int,
     joint_softmax,
     scaled_scores,
     weighted_values,
@@ -74,33 +81,27 @@ def sinkhorn_permutation(log_alpha, valid=None, *, iters: int, temperature: floa
 class SinkhornAttention(SelfAttention):
     """Own block + Sinkhorn-sorted block attention with a learned block sorter."""
 
-    def __init__(
-        self,
-        shape: MixerShape,
-        *,
-        block_size: int = 50,
-        sinkhorn_iters: int = 1,
-        temperature: float = 1.0,
-        rngs: nnx.Rngs,
-    ):
-        super().__init__(shape, rngs=rngs)
-        self.block_size = block_size
-        self.sinkhorn_iters = sinkhorn_iters
-        self.temperature = float(temperature)
+    @dataclasses.dataclass(frozen=True)
+    class Options(MixerOptions):
+        block_size: int = 50
+        sinkhorn_iters: int = 1
+        temperature: float = 1.0
+
+        def __post_init__(self):
+            check_int("block_size", self.block_size)
+            check_int("sinkhorn_iters", self.sinkhorn_iters)
+            object.__setattr__(self, "temperature", check_positive("temperature", self.temperature))
+
+    def __init__(self, shape: MixerShape, *, rngs: nnx.Rngs, **options):
+        super().__init__(shape, rngs=rngs, **options)
+        block_size = self.block_size = self.options.block_size
+        self.sinkhorn_iters = self.options.sinkhorn_iters
+        self.temperature = self.options.temperature
         self.num_blocks = -(-shape.seq_len // block_size)
         # SortNet: block summary (one head's key sum) -> logits over the blocks; shared by heads.
         self.sort_net = nnx.Linear(
             shape.head_dim, self.num_blocks, use_bias=False, kernel_init=KERNEL_INIT, rngs=rngs
         )
-
-    @classmethod
-    def check(cls, shape, options):
-        super().check(shape, options)
-        check_int("block_size", options.get("block_size", 50))
-        check_int("sinkhorn_iters", options.get("sinkhorn_iters", 1))
-        temp = options.get("temperature", 1.0)
-        if isinstance(temp, bool) or not isinstance(temp, (int, float)) or not temp > 0:
-            raise LraError(f"model.temperature must be a positive number, got {temp!r}")
 
     def permutation(self, k, mask):
         """The soft block permutation P [B, H, nb, nb] for keys k [B, L, H, D]."""

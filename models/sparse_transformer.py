@@ -22,16 +22,17 @@ softmax normalised jointly over both (and the CLS key).
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from lra.errors import LraError
 from lra.registry import MODELS
-from lra.models.attention import MixerShape, SelfAttention
+from lra.models.attention import MixerOptions, MixerShape, SelfAttention, check_bool, check_int
 from lra.models.blocks import (
     blocked,
-    check_int,
     cls_token,
     joint_softmax,
     scaled_scores,
@@ -49,33 +50,28 @@ def summary_offsets(block_size: int, c: int) -> np.ndarray:
 class SparseTransformerAttention(SelfAttention):
     """Union of the block-local and the summary-column patterns (all heads alike)."""
 
-    def __init__(
-        self,
-        shape: MixerShape,
-        *,
-        block_size: int = 50,
-        summary_size: int = 10,
-        causal: bool = True,
-        rngs: nnx.Rngs,
-    ):
-        super().__init__(shape, rngs=rngs)
-        self.block_size = block_size
-        self.summary_size = summary_size
-        self.causal = bool(causal)
-        self.cls = cls_token(shape)
+    @dataclasses.dataclass(frozen=True)
+    class Options(MixerOptions):
+        block_size: int = 50
+        summary_size: int = 10
+        causal: bool = True
 
-    @classmethod
-    def check(cls, shape, options):
-        super().check(shape, options)
-        block = check_int("block_size", options.get("block_size", 50))
-        c = check_int("summary_size", options.get("summary_size", 10), minimum=0)
-        if c > block:
-            raise LraError(
-                f"model.summary_size={c} exceeds model.block_size={block}; "
-                "the summary columns are the last summary_size positions of a block"
-            )
-        if not isinstance(options.get("causal", True), bool):
-            raise LraError(f"model.causal must be true or false, got {options['causal']!r}")
+        def __post_init__(self):
+            block = check_int("block_size", self.block_size)
+            c = check_int("summary_size", self.summary_size, minimum=0)
+            if c > block:
+                raise LraError(
+                    f"model.summary_size={c} exceeds model.block_size={block}; "
+                    "the summary columns are the last summary_size positions of a block"
+                )
+            check_bool("causal", self.causal)
+
+    def __init__(self, shape: MixerShape, *, rngs: nnx.Rngs, **options):
+        super().__init__(shape, rngs=rngs, **options)
+        self.block_size = self.options.block_size
+        self.summary_size = self.options.summary_size
+        self.causal = self.options.causal
+        self.cls = cls_token(shape)
 
     def attend(self, q, k, v, mask, *, deterministic, rngs):
         if not self.cls:

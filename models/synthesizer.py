@@ -24,13 +24,22 @@ k=32 (the attention default; the encoder's `k` is never passed down). Departures
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lra.errors import LraError
 from lra.registry import MODELS
-from lra.models.attention import KERNEL_INIT, MixerShape, SelfAttention
+from lra.models.attention import (
+    KERNEL_INIT,
+    MixerOptions,
+    MixerShape,
+    SelfAttention,
+    check_bool,
+    check_choice,
+    check_int,
+)
 
 MODES = ("dense", "random", "factorized_random", "dense+random", "dense+factorized_random")
 
@@ -39,19 +48,22 @@ MODES = ("dense", "random", "factorized_random", "dense+random", "dense+factoriz
 class SynthesizerAttention(SelfAttention):
     """Dense / random / factorised-random synthetic attention."""
 
-    def __init__(
-        self,
-        shape: MixerShape,
-        *,
-        mode: str = "random",
-        k: int = 32,
-        ignore_dot_product: bool = False,
-        rngs: nnx.Rngs,
-    ):
-        super().__init__(shape, rngs=rngs)
-        self.mode = mode
-        self.k = k
-        self.ignore_dot_product = ignore_dot_product
+    @dataclasses.dataclass(frozen=True)
+    class Options(MixerOptions):
+        mode: str = "random"
+        k: int = 32
+        ignore_dot_product: bool = False
+
+        def __post_init__(self):
+            check_choice("mode", self.mode, MODES)
+            check_int("k", self.k)
+            check_bool("ignore_dot_product", self.ignore_dot_product)
+
+    def __init__(self, shape: MixerShape, *, rngs: nnx.Rngs, **options):
+        super().__init__(shape, rngs=rngs, **options)
+        mode = self.mode = self.options.mode
+        k = self.k = self.options.k
+        ignore_dot_product = self.ignore_dot_product = self.options.ignore_dot_product
         if ignore_dot_product:
             del self.query, self.key
         h, n = shape.num_heads, shape.seq_len
@@ -65,19 +77,6 @@ class SynthesizerAttention(SelfAttention):
             dense = dict(use_bias=False, kernel_init=KERNEL_INIT, dtype=shape.dtype, rngs=rngs)
             self.dense1 = nnx.Linear(shape.dim, shape.qkv_dim, **dense)
             self.dense2 = nnx.Linear(shape.head_dim, n, **dense)
-
-    @classmethod
-    def check(cls, shape, options):
-        super().check(shape, options)
-        mode = options.get("mode", "random")
-        if mode not in MODES:
-            raise LraError(f"model.mode={mode!r} is not one of {', '.join(MODES)}")
-        k = options.get("k", 32)
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise LraError(f"model.k={k!r} must be a positive integer")
-        ignore = options.get("ignore_dot_product", False)
-        if not isinstance(ignore, bool):
-            raise LraError(f"model.ignore_dot_product={ignore!r} must be true or false")
 
     def synthetic_logits(self, x):
         """x [B, L, dim] -> logits [B or 1, H, L, L] in float32."""

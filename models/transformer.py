@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lra.errors import LraError
 from lra.registry import MODELS
-from lra.models.attention import MixerShape, SelfAttention, masked_softmax_attention
+from lra.models.attention import (
+    MixerOptions,
+    MixerShape,
+    SelfAttention,
+    check_choice,
+    masked_softmax_attention,
+)
 
 IMPLEMENTATIONS = ("auto", "xla", "cudnn", "explicit")
 
@@ -24,18 +31,16 @@ class SoftmaxAttention(SelfAttention):
     form is used whatever is asked.
     """
 
-    def __init__(self, shape: MixerShape, *, implementation: str = "auto", rngs: nnx.Rngs):
-        super().__init__(shape, rngs=rngs)
-        self.implementation = implementation
+    @dataclasses.dataclass(frozen=True)
+    class Options(MixerOptions):
+        implementation: str = "auto"
 
-    @classmethod
-    def check(cls, shape, options):
-        super().check(shape, options)
-        impl = options.get("implementation", "auto")
-        if impl not in IMPLEMENTATIONS:
-            raise LraError(
-                f"model.implementation={impl!r} is not one of {', '.join(IMPLEMENTATIONS)}"
-            )
+        def __post_init__(self):
+            check_choice("implementation", self.implementation, IMPLEMENTATIONS)
+
+    def __init__(self, shape: MixerShape, *, rngs: nnx.Rngs, **options):
+        super().__init__(shape, rngs=rngs, **options)
+        self.implementation = self.options.implementation
 
     def _fused_backend(self) -> str | None:
         if self.implementation in ("xla", "cudnn"):
