@@ -83,7 +83,7 @@ class S5(nnx.Module):
         self.Lambda_im = param("Lambda_im", lam.imag)
         # B: lecun_normal over the full N x H, then projected by V^-1 (init_VinvB).
         b = jax.nn.initializers.lecun_normal()(rngs.params(), (state_size, h))
-        self.B = param("B", as_real_pair(v_inv @ np.asarray(b, np.float64)))
+        self.B = param("B", as_real_pair(jnp.asarray(v_inv) @ b))
         c_names = ("C1", "C2") if bidirectional else ("C",)
         for name in c_names:
             setattr(self, name, param(name, self._init_c(c_init, rngs.params(), h, p, v)))
@@ -91,18 +91,17 @@ class S5(nnx.Module):
         self.log_step = param("log_step", log_step_init(rngs.params(), (p,), dt_min, dt_max))
 
     @staticmethod
-    def _init_c(c_init: str, key, h: int, p: int, v: np.ndarray) -> np.ndarray:
+    def _init_c(c_init: str, key, h: int, p: int, v: np.ndarray) -> jax.Array:
         """C-tilde [H, P, 2] as S5's C_init (s5/ssm.py, s5/ssm_init.py)."""
         if c_init == "complex_normal":  # sampled directly as C-tilde, not multiplied by V
-            return np.asarray(jax.random.normal(key, (h, p, 2)) * np.sqrt(0.5))
+            return jax.random.normal(key, (h, p, 2)) * np.sqrt(0.5)
         n = v.shape[0]
         if c_init == "lecun_normal":
             c = jax.nn.initializers.lecun_normal()(key, (h, n, 2))
         else:  # trunc_standard_normal: lecun_normal of shape (1, N, 2) for each row
             row = jax.nn.initializers.lecun_normal()
             c = jax.vmap(lambda k: row(k, (1, n, 2))[0])(jax.random.split(key, h))
-        c = np.asarray(c, np.float64)
-        return as_real_pair((c[..., 0] + 1j * c[..., 1]) @ v)
+        return as_real_pair(complex_param(c) @ jnp.asarray(v))
 
     @classmethod
     def check(cls, shape: MixerShape, options: dict[str, Any]) -> None:

@@ -103,9 +103,9 @@ def complex_param(x: jax.Array) -> jax.Array:
     return x[..., 0] + 1j * x[..., 1]
 
 
-def as_real_pair(z) -> np.ndarray:
-    z = np.asarray(z)
-    return np.stack([z.real, z.imag], axis=-1).astype(np.float32)
+def as_real_pair(z) -> jax.Array:
+    """The inverse of complex_param."""
+    return jnp.stack([z.real, z.imag], axis=-1)
 
 
 def check_choice(name: str, value: Any, choices) -> None:

@@ -207,3 +207,29 @@ def test_s5_bad_options_are_one_line_errors():
         check_model("s5", {"opt_config": "BandCdecay"}, cfg)
     with pytest.raises(LraError, match="model.dt_min/dt_max"):
         check_model("s5", {"dt_min": 0.5, "dt_max": 0.1}, cfg)
+
+
+PRESETS = [(f"s5_{task}", task) for task in
+           ("listops", "text", "retrieval", "image", "pathfinder", "pathx")]
+
+
+@pytest.mark.parametrize("preset, task", PRESETS)
+def test_presets_compose_and_build(preset, task):
+    """Each preset composes with its task and builds (shapes only, no arrays)."""
+    from conftest import compose_config
+    from lra.tasks.base import get_task
+
+    model_name = preset.split("_")[0]
+    cfg = compose_config(f"task={task}", f"model={model_name}", f"experiment={preset}")
+    t = cfg.trainer
+    assert int(t.max_steps) - int(t.warmup_steps) == int(t.cycle_steps)
+    assert float(t.ssm_weight_decay) == 0.0 and float(t.ssm_lr) > 0
+    spec = get_task(task).spec(cfg.task)
+    enc = EncoderConfig(vocab_size=spec.vocab_size, max_len=spec.seq_len, **cfg.encoder)
+    assert enc.block == "ssm" and enc.pooling == "mean"
+    options = {k: v for k, v in cfg.model.items() if k != "name"}
+    check_model(model_name, options, enc)
+    model = nnx.eval_shape(lambda: build_model(
+        model_name, options, enc, spec.num_classes, pair=spec.pair,
+        interaction=cfg.task.get("interaction", "concat"), rngs=nnx.Rngs(0)))
+    assert nnx.state(model, SsmParam)
