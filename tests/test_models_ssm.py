@@ -233,3 +233,87 @@ def test_presets_compose_and_build(preset, task):
         model_name, options, enc, spec.num_classes, pair=spec.pair,
         interaction=cfg.task.get("interaction", "concat"), rngs=nnx.Rngs(0)))
     assert nnx.state(model, SsmParam)
+
+
+# S4D ---------------------------------------------------------------------------
+
+from lra.models.s4d import S4D, s4d_init  # noqa: E402
+
+
+def s4d_recurrences(m, u, method):
+    """Per feature: y_t = 2 Re(C0 x_t) (+ 2 Re(C1 w_{t+1}) bidirectional) + D u_t, with
+    x_t = A-bar x_{t-1} + B-bar u_t and w_t = A-bar w_{t+1} + B-bar u_t (w_L = 0)."""
+    a = -np.exp(np.asarray(m.A_real[...], np.float64)) + 1j * np.asarray(m.A_imag[...], np.float64)
+    reps = H // a.shape[0]
+    a = np.tile(a, (reps, 1))
+    b = np.tile(cplx(m.B), (reps, 1))
+    dt = np.exp(np.asarray(m.log_dt[...], np.float64))[:, None]
+    if method == "zoh":
+        a_bar = np.exp(a * dt)
+        b_bar = (a_bar - 1) / a * b
+    else:
+        a_bar = (1 + a * dt / 2) / (1 - a * dt / 2)
+        b_bar = dt / (1 - a * dt / 2) * b
+    c = cplx(m.C)
+    u = np.asarray(u)
+    y = np.zeros(u.shape)
+    for i in range(u.shape[0]):
+        for h in range(H):
+            x = np.zeros(a.shape[1], complex)
+            for t in range(u.shape[1]):
+                x = a_bar[h] * x + b_bar[h] * u[i, t, h]
+                y[i, t, h] += 2 * (c[0, h] @ x).real
+            if m.bidirectional:
+                w = np.zeros(a.shape[1], complex)
+                for t in range(u.shape[1] - 1, -1, -1):
+                    y[i, t, h] += 2 * (c[1, h] @ w).real  # w_{t+1}
+                    w = a_bar[h] * w + b_bar[h] * u[i, t, h]
+    return y + np.asarray(m.D[...], np.float64) * u
+
+
+@pytest.mark.parametrize("options", [
+    dict(),
+    dict(init="inv", bidirectional=False, discretization="bilinear"),
+    dict(init="lin", n_ssm=2),
+])
+def test_s4d_fft_convolution_equals_the_recurrence(x64, options):
+    m = S4D(SHAPE, state_size=6, **options, rngs=nnx.Rngs(0))
+    u, mask = inputs(2)
+    got = np.asarray(m(u, mask))
+    assert got.dtype == np.float64
+    expected = s4d_recurrences(m, np.where(np.asarray(mask)[..., None], u, 0.0),
+                               options.get("discretization", "zoh"))
+    real = np.asarray(mask)
+    np.testing.assert_allclose(got[real], expected[real], atol=1e-10)
+
+
+def test_s4d_legs_init_is_hippo_n():
+    a, b = s4d_init("legs", 8)
+    lam, _ = hippo_n_eig(8)
+    np.testing.assert_allclose(np.sort(a.imag), np.sort(lam.imag[lam.imag > 0]), atol=1e-10)
+    np.testing.assert_allclose(a.real, -0.5)
+    a_inv, b_inv = s4d_init("inv", 8)
+    np.testing.assert_allclose(a_inv.imag, 8 / np.pi * (8 / (1 + 2 * np.arange(4)) - 1))
+    np.testing.assert_allclose(s4d_init("lin", 8)[0].imag, np.pi * np.arange(4))
+    np.testing.assert_array_equal(b_inv, 1.0)
+
+
+@pytest.mark.parametrize("init", ["legs", "inv", "lin"])
+@pytest.mark.parametrize("discretization", ["zoh", "bilinear"])
+def test_s4d_discretised_eigenvalues_are_stable(init, discretization):
+    m = S4D(SHAPE, state_size=16, init=init, discretization=discretization, dt_min=1e-4,
+            dt_max=1.0, rngs=nnx.Rngs(0))
+    assert np.all(np.abs(np.asarray(m.discrete()[0])) < 1.0)
+
+
+@pytest.mark.parametrize("options, expected", [
+    (dict(), ["A_imag", "A_real", "B", "log_dt"]),
+    (dict(dt_with_ssm=False), ["A_imag", "A_real", "B"]),
+])
+def test_s4d_ssm_params_are_the_recipes(options, expected):
+    """state-spaces/s4 kernels/ssm.py registers dt, A and B with the layer's lr (C, D: the
+    optimiser's); `lr.dt: null` in the LRA text configs leaves dt in the global group."""
+    assert ssm_param_names(S4D(SHAPE, state_size=4, **options, rngs=nnx.Rngs(0))) == expected
+
+
+MODEL_CASES.append(("s4d", {"state_size": 4}))
