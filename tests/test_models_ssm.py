@@ -317,3 +317,52 @@ def test_s4d_ssm_params_are_the_recipes(options, expected):
 
 
 MODEL_CASES.append(("s4d", {"state_size": 4}))
+
+
+# LRU ---------------------------------------------------------------------------
+
+from lra.models.lru import LRU  # noqa: E402
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_lru_scan_equals_the_recurrence(x64, bidirectional):
+    m = LRU(SHAPE, state_size=5, r_min=0.5, r_max=0.95, bidirectional=bidirectional,
+            rngs=nnx.Rngs(0))
+    u, mask = inputs(3)
+    got = np.asarray(m(u, mask))
+    nu = np.exp(np.asarray(m.nu_log[...], np.float64))
+    theta = np.exp(np.asarray(m.theta_log[...], np.float64))
+    lam = np.exp(-nu + 1j * theta)
+    gamma_b = np.exp(np.asarray(m.gamma_log[...], np.float64))[:, None] * cplx(m.B)
+    d = np.asarray(m.D[...], np.float64)
+    for i, n in enumerate(np.asarray(mask).sum(1)):
+        ui = np.asarray(u)[i, :n]
+        if bidirectional:  # forward plus the reverse scan of the real tokens
+            y = (recurrence(lam, gamma_b, ui) @ cplx(m.C1).T
+                 + recurrence(lam, gamma_b, ui, reverse=True) @ cplx(m.C2).T)
+        else:
+            y = recurrence(lam, gamma_b, ui) @ cplx(m.C).T
+        np.testing.assert_allclose(got[i, :n], y.real + d * ui, atol=1e-10)
+
+
+def test_lru_init_is_on_the_ring_with_gamma_normalisation(x64):
+    m = LRU(SHAPE, state_size=512, r_min=0.4, r_max=0.9, max_phase=0.5, rngs=nnx.Rngs(0))
+    lam = np.asarray(m.diagonal(jnp.float64))
+    modulus = np.abs(lam)
+    assert modulus.min() >= 0.4 - 1e-6 and modulus.max() <= 0.9 + 1e-6
+    assert np.all(modulus < 1.0)
+    phase = np.exp(np.asarray(m.theta_log[...], np.float64))
+    assert phase.min() >= 0 and phase.max() <= 0.5 + 1e-6
+    # uniform on the ring's area: |Lambda|^2 ~ U[r_min^2, r_max^2] (mean halfway)
+    assert abs(np.mean(modulus**2) - (0.4**2 + 0.9**2) / 2) < 0.03
+    np.testing.assert_allclose(np.exp(np.asarray(m.gamma_log[...], np.float64)),
+                               np.sqrt(1 - modulus**2), rtol=1e-5)
+
+
+def test_lru_ssm_params_are_the_recipe():
+    """minimal-LRU train_helpers.py: nu, theta, gamma and B at the SSM rate, no decay."""
+    assert ssm_param_names(LRU(SHAPE, state_size=4, rngs=nnx.Rngs(0))) == [
+        "B", "gamma_log", "nu_log", "theta_log"]
+
+
+MODEL_CASES.append(("lru", {"state_size": 4, "bidirectional": True}))
