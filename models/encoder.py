@@ -30,8 +30,9 @@ INTERACTIONS = ("concat", "nli")
 BLOCKS = ("transformer", "ssm")
 NORMS = ("layer", "batch")
 INPUT_ENCODERS = ("embedding", "linear")
-# S5's activation_fn choices (lindermanlab/S5 run_train.py, s5/layers.py).
-ACTIVATIONS = ("gelu", "full_glu", "half_glu1", "half_glu2")
+# S5's activation_fn choices (lindermanlab/S5 run_train.py, s5/layers.py), and none:
+# the mixer output as it is (Mamba's residual block: norm -> mixer -> residual).
+ACTIVATIONS = ("gelu", "full_glu", "half_glu1", "half_glu2", "none")
 HEADS = ("mlp", "linear")
 
 
@@ -53,7 +54,7 @@ class EncoderConfig:
     norm: str = "layer"  # layer | batch (BatchNorm over batch and real tokens)
     norm_momentum: float = 0.95  # BatchNorm running-average momentum (S5 run_train.py --bn_momentum)
     prenorm: bool = True  # False: normalise after the residual sum (post-norm)
-    activation: str = "gelu"  # ssm block: gelu | full_glu | half_glu1 | half_glu2 (S5)
+    activation: str = "gelu"  # ssm block: gelu | full_glu | half_glu1 | half_glu2 (S5) | none
     time_shared_dropout: bool = False  # one dropout mask per sequence, shared over time (S5)
     input_encoder: str = "embedding"  # embedding | linear: a linear map of the pixel value
     pos_emb: bool = True  # add a position embedding (SSMs use none)
@@ -169,7 +170,8 @@ class SsmBlock(nnx.Module):
     Activations as S5's `activation_fn` (lindermanlab/S5 s5/layers.py), with
     h = dropout(GELU(y)) for the mixer output y:
       gelu: h;  full_glu: W1 h * sigmoid(W2 h);  half_glu1: h * sigmoid(W2 h);
-      half_glu2: y * sigmoid(W2 h); each GLU output gets dropout again.
+      half_glu2: y * sigmoid(W2 h); each GLU output gets dropout again;
+      none: dropout(y) (Mamba).
     S4's output GLU (Linear to 2H, then GLU) is full_glu.
     """
 
@@ -181,7 +183,7 @@ class SsmBlock(nnx.Module):
         dense = dict(dtype=cfg.dtype, rngs=rngs)
         if cfg.activation == "full_glu":
             self.out1 = nnx.Linear(cfg.dim, cfg.dim, **dense)
-        if cfg.activation != "gelu":
+        if cfg.activation not in ("gelu", "none"):
             self.out2 = nnx.Linear(cfg.dim, cfg.dim, **dense)
         # S5's dropout acts on one [L, H] sequence with broadcast_dims=[0]: one mask per
         # sequence and feature, shared over time. Here axis 1 is time.
@@ -195,7 +197,7 @@ class SsmBlock(nnx.Module):
         if self.prenorm:
             x = apply_norm(self.norm, x, mask, deterministic)
         y = self.mixer(x, mask, deterministic=deterministic, rngs=rngs)
-        h = drop(jax.nn.gelu(y))
+        h = drop(y if self.activation == "none" else jax.nn.gelu(y))
         if self.activation == "full_glu":
             h = drop(self.out1(h) * jax.nn.sigmoid(self.out2(h)))
         elif self.activation == "half_glu1":

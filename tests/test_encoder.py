@@ -49,7 +49,7 @@ def layer_norm(v):
     return (v - mu) / np.sqrt(v.var(-1, keepdims=True) + 1e-6)
 
 
-@pytest.mark.parametrize("activation", ["gelu", "full_glu", "half_glu1", "half_glu2"])
+@pytest.mark.parametrize("activation", ["gelu", "full_glu", "half_glu1", "half_glu2", "none"])
 @pytest.mark.parametrize("prenorm", [True, False])
 def test_ssm_block_activations_follow_s5(activation, prenorm):
     block = SsmBlock(ssm_config(activation=activation, prenorm=prenorm), Doubler(),
@@ -57,7 +57,7 @@ def test_ssm_block_activations_follow_s5(activation, prenorm):
     x = np.asarray(jax.random.normal(jax.random.key(1), (2, 5, 8)))
     mask = jnp.ones((2, 5), bool)
     y = 2.0 * (layer_norm(x) if prenorm else x)
-    h = gelu(y)
+    h = y if activation == "none" else gelu(y)
     if activation == "full_glu":
         h = dense(block.out1, h) * sigmoid(dense(block.out2, h))
     elif activation == "half_glu1":

@@ -13,8 +13,12 @@ from flax import nnx
 from lra.errors import LraError
 from lra.models import EncoderConfig, build_model, check_model
 from lra.models.attention import MixerShape, SsmParam
+from lra.models.lru import LRU
+from lra.models.mamba import Mamba
+from lra.models.s4d import S4D, s4d_init
 from lra.models.s5 import S5
 from lra.models.ssm import block_hippo_n, hippo_legs, hippo_n_eig, linear_scan
+from lra.registry import MODELS
 
 H, L = 4, 9
 SHAPE = MixerShape(dim=H, num_heads=1, qkv_dim=H, seq_len=L)
@@ -178,7 +182,9 @@ def ssm_encoder(**kw):
     return EncoderConfig(**{**base, **kw})
 
 
-MODEL_CASES = [("s5", {"state_size": 4, "blocks": 1})]
+MODEL_CASES = [("s5", {"state_size": 4, "blocks": 1}), ("s4d", {"state_size": 4}),
+               ("lru", {"state_size": 4, "bidirectional": True}),
+               ("mamba", {"state_size": 2, "expand": 1})]
 
 
 @pytest.mark.parametrize("name, options", MODEL_CASES)
@@ -191,7 +197,6 @@ def test_padding_does_not_change_mean_pooled_logits(name, options):
 
 @pytest.mark.parametrize("name, options", MODEL_CASES)
 def test_ssm_models_are_linear_time(name, options):
-    from lra.registry import MODELS
     assert MODELS.get(name).linear_time is True
 
 
@@ -238,8 +243,6 @@ def test_presets_compose_and_build(preset, task):
 
 
 # S4D ---------------------------------------------------------------------------
-
-from lra.models.s4d import S4D, s4d_init  # noqa: E402
 
 
 def s4d_recurrences(m, u, method):
@@ -318,12 +321,7 @@ def test_s4d_ssm_params_are_the_recipes(options, expected):
     assert ssm_param_names(S4D(SHAPE, state_size=4, **options, rngs=nnx.Rngs(0))) == expected
 
 
-MODEL_CASES.append(("s4d", {"state_size": 4}))
-
-
 # LRU ---------------------------------------------------------------------------
-
-from lra.models.lru import LRU  # noqa: E402
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -367,4 +365,52 @@ def test_lru_ssm_params_are_the_recipe():
         "B", "gamma_log", "nu_log", "theta_log"]
 
 
-MODEL_CASES.append(("lru", {"state_size": 4, "bidirectional": True}))
+# Mamba -------------------------------------------------------------------------
+
+
+def selective_reference(ssm, x, n):
+    """One direction over the n real tokens of x [L, E], one step at a time."""
+    x = np.asarray(x, np.float64)[:n]
+    k = np.asarray(ssm.conv_kernel[...], np.float64)
+    conv = np.array([sum(k[i] * x[t - (k.shape[0] - 1) + i] for i in range(k.shape[0])
+                         if t - (k.shape[0] - 1) + i >= 0) for t in range(n)])
+    v = conv + np.asarray(ssm.conv_bias[...], np.float64)
+    v = v / (1 + np.exp(-v))  # SiLU
+    dt, b, c = (np.asarray(a, np.float64)[0] for a in ssm.coefficients(jnp.asarray(v)[None]))
+    a = -np.exp(np.asarray(ssm.A_log[...], np.float64))
+    h = np.zeros(a.shape)
+    out = np.zeros_like(v)
+    for t in range(n):
+        h = np.exp(dt[t][:, None] * a) * h + (dt[t] * v[t])[:, None] * b[t][None, :]
+        out[t] = h @ c[t] + np.asarray(ssm.D[...], np.float64) * v[t]
+    return out
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_mamba_selective_scan_equals_the_recurrence(x64, bidirectional):
+    m = Mamba(SHAPE, state_size=3, expand=2, conv_size=3, bidirectional=bidirectional,
+              rngs=nnx.Rngs(0))
+    u, mask = inputs(4)
+    got = np.asarray(m(u, mask))
+    w_in = np.asarray(m.in_proj.kernel[...], np.float64)
+    w_out = np.asarray(m.out_proj.kernel[...], np.float64)
+    for i, n in enumerate(np.asarray(mask).sum(1)):
+        xz = np.asarray(u, np.float64)[i, :n] @ w_in
+        x, z = np.split(xz, 2, axis=-1)
+        y = selective_reference(m.forward, x, n)
+        if bidirectional:  # Vim: the backward SSM reads the real tokens in reverse
+            y = y + selective_reference(m.backward, x[::-1], n)[::-1]
+        expected = (y * z / (1 + np.exp(-z))) @ w_out
+        np.testing.assert_allclose(got[i, :n], expected, atol=1e-10)
+
+
+def test_mamba_init_is_stable_and_ssm_params_are_marked():
+    m = Mamba(SHAPE, state_size=4, rngs=nnx.Rngs(0))
+    dt = np.asarray(jax.nn.softplus(m.forward.dt_proj.bias[...]))
+    assert dt.min() >= 1e-3 * (1 - 1e-5) and dt.max() <= 0.1 * (1 + 1e-5)
+    a = -np.exp(np.asarray(m.forward.A_log[...]))
+    np.testing.assert_allclose(a[0], -np.arange(1, 5), rtol=1e-6)  # S4D-Real
+    assert np.all(np.abs(np.exp(dt[:, None] * a)) < 1.0)
+    # mamba_simple.py: A_log and D are the parameters with _no_weight_decay
+    assert ssm_param_names(m) == ["A_log", "A_log", "D", "D"]
+
