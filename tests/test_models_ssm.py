@@ -414,3 +414,36 @@ def test_mamba_init_is_stable_and_ssm_params_are_marked():
     # mamba_simple.py: A_log and D are the parameters with _no_weight_decay
     assert ssm_param_names(m) == ["A_log", "A_log", "D", "D"]
 
+
+
+# End to end through the trainer --------------------------------------------------
+
+
+def test_s5_trains_with_batchnorm_state_and_its_own_optimiser_group(toy_overrides):
+    """The composed config -> model -> trainer: the BatchNorm running statistics move
+    in training and are what evaluation reads; SsmParams get trainer.ssm_lr."""
+    from conftest import compose_config
+    from lra import data as lra_data
+    from lra.loader import BatchLoader
+    from lra.run import build, validate
+    from lra.trainer import Trainer, param_groups
+
+    cfg = compose_config(*toy_overrides, "model=s5", "model.state_size=4", "model.blocks=1",
+                         "+encoder.block=ssm", "+encoder.norm=batch", "encoder.pooling=mean",
+                         "+encoder.pos_emb=false", "+encoder.head=linear",
+                         "trainer.ssm_lr=0.002", "trainer.max_steps=20", "trainer.eval_every=20")
+    spec, enc = validate(cfg)
+    trainer = Trainer(build(cfg, spec, enc), cfg.trainer, seed=0)
+    groups = nnx.to_flat_state(param_groups(trainer.state.params))
+    ssm = sorted(str(path[-1]) for path, label in groups if label == "ssm")
+    assert ssm == ["B", "Lambda_im", "Lambda_re", "log_step"]  # the one S5 layer's
+    splits, _ = lra_data.load(cfg.task, cfg.data_dir)
+    train, val = (BatchLoader(splits[s], 32, train=s == "train", seed=0) for s in ("train", "val"))
+    fit = trainer.fit(train, val, progress=False)
+    stats = nnx.to_flat_state(fit["best_model_state"])
+    means = [np.asarray(v[...]) for path, v in stats if str(path[-1]) == "mean"]
+    assert means and all(np.abs(m).max() > 0 for m in means)  # moved from their zero init
+    fresh = jax.tree.map(jnp.zeros_like, fit["best_model_state"])
+    with_stats = trainer.evaluate(fit["best_params"], fit["best_model_state"], val)
+    assert with_stats["accuracy"] == fit["best_val"]["accuracy"]
+    assert trainer.evaluate(fit["best_params"], fresh, val)["loss"] != with_stats["loss"]
