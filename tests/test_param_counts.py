@@ -15,13 +15,16 @@ load_all()
 # reported in results/param_counts.md): Linformer's k x L projection, the
 # Synthesizer's learned attention maps.
 LENGTH_DEPENDENT = {"linformer", "synthesizer"}
+# The state-space models are not LRA Transformers: they come with their papers' own
+# sizes (configs/experiment/s5_*.yaml, s4d_*.yaml), so the 10% rule does not apply.
+STATE_SPACE = {"s4d", "s5", "lru", "mamba"}
 
 
 @pytest.mark.parametrize("task", ["listops", "text", "retrieval", "pathfinder"])
 def test_models_stay_within_ten_percent_of_the_transformer(task):
     base = count(task, "transformer", pairs=False)
     for model in MODELS.names():
-        if model in LENGTH_DEPENDENT:
+        if model in LENGTH_DEPENDENT | STATE_SPACE:
             continue
         ratio = count(task, model, pairs=False) / base
         assert 0.9 <= ratio <= 1.1, f"{model} on {task}: {ratio:.3f}x the Transformer"
