@@ -16,7 +16,7 @@ from flax import nnx
 
 from lra.errors import LraError
 from lra.registry import MODELS
-from lra.models.encoder import INTERACTIONS, POOLINGS, Classifier, DualClassifier, EncoderConfig
+from lra.models.encoder import INTERACTIONS, Classifier, DualClassifier, EncoderConfig
 
 _INFRASTRUCTURE = {"attention", "encoder", "blocks"}
 for _module in pkgutil.iter_modules(__path__):
@@ -33,11 +33,6 @@ def check_model(name: str, options: dict[str, Any], cfg: EncoderConfig) -> None:
     """Validate a model choice against an encoder shape, before anything is traced."""
     mixer_cls = MODELS.get(name)
     typed = mixer_cls.Options.parse(options, name)
-    if cfg.pooling not in POOLINGS:
-        raise LraError(f"encoder.pooling={cfg.pooling!r} is not one of {', '.join(POOLINGS)}")
-    for field in ("num_layers", "dim", "num_heads", "qkv_dim", "mlp_dim", "max_len"):
-        if getattr(cfg, field) <= 0:
-            raise LraError(f"encoder.{field} must be positive, got {getattr(cfg, field)}")
     mixer_cls.check(cfg.mixer_shape(), typed)
 
 

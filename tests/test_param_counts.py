@@ -16,13 +16,16 @@ load_all()
 # Synthesizer's learned attention maps.
 LENGTH_DEPENDENT = {"linformer", "synthesizer"}
 PARAMETER_FREE = {"fnet"}  # FNet's Fourier mixer has no parameters by definition
+# The state-space models are not LRA Transformers: they come with their papers' own
+# sizes (configs/experiment/s5_*.yaml, s4d_*.yaml), so the 10% rule does not apply.
+STATE_SPACE = {"s4d", "s5", "lru", "mamba"}
 
 
 @pytest.mark.parametrize("task", ["listops", "text", "retrieval", "pathfinder"])
 def test_models_stay_within_ten_percent_of_the_transformer(task):
     base = count(task, "transformer", pairs=False)
     for model in MODELS.names():
-        if model in LENGTH_DEPENDENT | PARAMETER_FREE:
+        if model in LENGTH_DEPENDENT | PARAMETER_FREE | STATE_SPACE:
             continue
         ratio = count(task, model, pairs=False) / base
         assert 0.9 <= ratio <= 1.1, f"{model} on {task}: {ratio:.3f}x the Transformer"
