@@ -19,12 +19,7 @@ TINY = ["batch=2", "layers=1", "dim=32", "heads=2", "qkv_dim=32", "mlp_dim=64", 
 OTHER = "linear_transformer" if "linear_transformer" in MODELS else None
 
 
-@pytest.fixture(autouse=True)
-def cpu_children(monkeypatch):
-    """Measured subprocesses run on the CPU (and the device probe is skipped); XLA
-    optimises less, which halves compile time: a smoke test needs no fast steps."""
-    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+pytestmark = pytest.mark.usefixtures("fast_compile")  # CPU children, quick compiles
 
 
 def read_csv(path):
