@@ -274,3 +274,20 @@ def test_step_options_keep_exactly_what_the_step_depends_on():
         assert float(make_schedule(shared)(step)) == float(make_schedule(cosine)(step))
     assert TrainerConfig(max_steps=10).step_options() == TrainerConfig(max_steps=20).step_options()
     assert TrainerConfig(lr=0.1).step_options() != TrainerConfig(lr=0.2).step_options()
+
+
+def test_the_run_scores_the_test_split_with_the_best_validation_state(tmp_path, toy_overrides,
+                                                                      monkeypatch):
+    """After fit, the trainer's own state is zeroed: a run that tested it instead of
+    fit's best_params would predict one class (accuracy about 0.25)."""
+    fit = Trainer.fit
+
+    def fit_then_spoil_the_final_state(self, *args, **kwargs):
+        result = fit(self, *args, **kwargs)
+        self.state = dataclasses.replace(
+            self.state, params=jax.tree.map(jnp.zeros_like, self.state.params))
+        return result
+
+    monkeypatch.setattr(Trainer, "fit", fit_then_spoil_the_final_state)
+    record = run(tmp_path, toy_overrides)
+    assert record["test"]["accuracy"] > 0.6
