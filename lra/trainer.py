@@ -183,6 +183,17 @@ class TrainerConfig:
             raise LraError(f"unknown trainer option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
         return cls(**values)
 
+    def step_options(self) -> "TrainerConfig":
+        """The options `train_step` depends on, the loop's own at their defaults: runs
+        that differ only in steps, cadence, budget or batch share one compilation."""
+        defaults = TrainerConfig()
+        cosine = self.schedule == "cosine"
+        return dataclasses.replace(
+            self, **{name: getattr(defaults, name) for name in (
+                "batch_size", "eval_batch_size", "eval_every", "eval_batches", "log_every",
+                "max_seconds", "precision", "max_steps")},
+            cycle_steps=(self.cycle_steps or self.max_steps) if cosine else None)
+
     def check_devices(self, devices: int) -> None:
         """The batch axis is sharded over every device: batches must divide evenly."""
         for name in ("batch_size", "eval_batch_size"):
@@ -240,15 +251,16 @@ def forward_loss(graphdef, params, model_state, batch, key, *, deterministic: bo
     return sums["loss_sum"] / jnp.maximum(sums["count"], 1.0), (sums, model_state)
 
 
-def train_step(graphdef, tx: optax.GradientTransformation, schedule: Callable,
-               state: TrainState, step, batch, dropout_key) -> tuple[TrainState, dict]:
-    """One AdamW step on the weighted mean cross-entropy of `batch`.
+def train_step(graphdef, cfg: TrainerConfig, state: TrainState, step, batch,
+               dropout_key) -> tuple[TrainState, dict]:
+    """One AdamW step (`make_optimizer(cfg)`) on the weighted mean cross-entropy of `batch`.
 
     Dropout's key is `dropout_key` folded with `step`, so a step is a function of
     (state, step, batch) alone. The forward pass runs in training mode and may
     update `model_state` (BatchNorm statistics, EMA buffers): the updated values
     come out in the new state. Metrics: loss, accuracy, gradient norm, lr.
     """
+    tx = make_optimizer(cfg)
     key = jax.random.fold_in(dropout_key, step)
     (loss, (sums, model_state)), grads = jax.value_and_grad(forward_loss, argnums=1, has_aux=True)(
         graphdef, state.params, state.model_state, batch, key)
@@ -258,7 +270,7 @@ def train_step(graphdef, tx: optax.GradientTransformation, schedule: Callable,
         "loss": loss,
         "accuracy": sums["correct_sum"] / jnp.maximum(sums["count"], 1.0),
         "grad_norm": jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))),
-        "lr": schedule(step),
+        "lr": make_schedule(cfg)(step),
     }
     return TrainState(params, opt_state, model_state), metrics
 
@@ -271,11 +283,11 @@ def eval_step(graphdef, params, model_state, batch) -> tuple[dict, jax.Array]:
     return weighted_metrics(logits, batch["labels"], batch["weights"])
 
 
-def jit_steps(graphdef, tx: optax.GradientTransformation, schedule: Callable):
-    """The compiled (train_step, eval_step) of one model: train_step(state, step,
-    batch, dropout_key) donates `state`; eval_step(params, model_state, batch)."""
-    train = jax.jit(functools.partial(train_step, graphdef, tx, schedule), donate_argnums=(0,))
-    return train, jax.jit(functools.partial(eval_step, graphdef))
+# Compiled once per (model graph, trainer options) in a process: both are hashable
+# static arguments, so runs of one shape (seeds, tests, sweep jobs) share a compilation.
+# train_step_jit(graphdef, cfg, state, step, batch, dropout_key) donates `state`.
+train_step_jit = jax.jit(train_step, static_argnums=(0, 1), donate_argnums=(2,))
+eval_step_jit = jax.jit(eval_step, static_argnums=(0,))
 
 
 class Trainer:
@@ -288,8 +300,7 @@ class Trainer:
         self.tracker = tracker or NoOpTracker()
         self.graphdef, params, model_state = split_model(model)
         self.param_count = int(sum(x.size for x in jax.tree.leaves(params)))
-        self.tx = make_optimizer(cfg)
-        self.schedule = make_schedule(cfg)
+        self.tx = make_optimizer(cfg)  # the optimiser train_step builds from the same cfg
         self.dropout_key = jax.random.key(seed + 1)
         self.mesh = Mesh(np.array(jax.devices()), ("data",))
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
@@ -298,7 +309,8 @@ class Trainer:
         self.state = jax.device_put(TrainState(params, self.tx.init(params), model_state),
                                     self.replicated)
         self.step = 0  # steps taken; with `state` and the loader position, a resumable point
-        self._train_step, self._eval_step = jit_steps(self.graphdef, self.tx, self.schedule)
+        self._train_step = functools.partial(train_step_jit, self.graphdef, cfg.step_options())
+        self._eval_step = functools.partial(eval_step_jit, self.graphdef)
 
     # Loops -------------------------------------------------------------------
 

@@ -9,7 +9,7 @@
 #   3. the full bench of every registered model (plus transformer_xla and
 #      transformer_cudnn) in the time left, its report with the peer table too.
 #
-#   bash scripts/gpu_bench.sh "$OUT" [extra lra bench key=value ...]
+#   bash scripts/gpu_bench.sh "$OUT" [extra lra bench key=value ...]   (carry .gpu and .whl)
 #   PEER_ONLY=1 bash scripts/gpu_bench.sh "$OUT"     # stages 1 and 2 only
 #
 # Writes $OUT/efficiency-<device>.{csv,md,json,png} (stage 3), $OUT/bench.log,
@@ -45,6 +45,13 @@ OUT="$(cd "$OUT" && pwd)"
 [ -n "${RESUME_FROM:-}" ] && RESUME_FROM="$(cd "$RESUME_FROM" && pwd)"
 RUN_DIR="$PWD"
 RUN_DIR_SRC="$PWD"  # the checkout (where .gpu/ is carried)
+
+# lra bench composes its options with Hydra (configs/bench/): the GPU machine lacks it,
+# so carry .whl and let scripts/gpu_setup.sh install it (and lra, editable).
+if ! "$PY" -c "import hydra" >/dev/null 2>&1; then
+  source scripts/gpu_setup.sh || { echo "gpu_bench: carry .whl (hydra-core, omegaconf, antlr4)"; exit 2; }
+  set +e  # gpu_setup.sh sets -e; a failed stage here must not end the job
+fi
 
 # The package installs tasks/, models/ and configs/ as lra.tasks, lra.models and
 # lra.configs. Where it is not installed, a folder of links gives that layout;

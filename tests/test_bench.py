@@ -19,12 +19,7 @@ TINY = ["batch=2", "layers=1", "dim=32", "heads=2", "qkv_dim=32", "mlp_dim=64", 
 OTHER = "linear_transformer" if "linear_transformer" in MODELS else None
 
 
-@pytest.fixture(autouse=True)
-def cpu_children(monkeypatch):
-    """Measured subprocesses run on the CPU (and the device probe is skipped); XLA
-    optimises less, which halves compile time: a smoke test needs no fast steps."""
-    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+pytestmark = pytest.mark.usefixtures("fast_compile")  # CPU children, quick compiles
 
 
 def read_csv(path):
@@ -74,8 +69,9 @@ def test_two_models_on_cpu_schema_statuses_and_ratios(tmp_path, capsys):
                     "## Inference examples per second", "## Compile time",
                     "## Where efficient models overtake", "## Memory against length",
                     "## Growth with length, every model",
-                    "given, not measured here", "attention dropout 0.0"):
+                    "attention dropout 0.0", "exactly the step `lra train` runs"):
         assert section in md
+    assert "PyTorch peer" not in md  # only with peer=
     if OTHER:
         assert f"| {OTHER} |" in md.split("## Memory against length")[1]
     record = json.loads((tmp_path / "efficiency-cpu.json").read_text())
@@ -264,3 +260,20 @@ def test_peer_gives_the_ratio_per_length_in_the_report(tmp_path):
     with pytest.raises(LraError, match="not the JSON of peer_torch_lra.py"):
         bench.main([f"merge={ours}", f"peer={tmp_path / 'bad.json'}", f"out={tmp_path / 'x'}"])
     assert not (tmp_path / "x").exists()
+
+
+def test_options_come_from_the_bench_config_group():
+    from omegaconf import OmegaConf
+
+    from lra.config import compose
+
+    defaults = OmegaConf.to_container(compose([], config_name=settings.CONFIG_NAME).bench)
+    assert set(defaults) == set(settings.OPTIONS) | {"model_options"}  # one key, one check
+    parsed = settings.parse_args(["model=performer,local", "lengths=[2048,1024]", "memory_limit=2GiB",
+                                  "linformer.k=64", "isolate=false"])
+    assert parsed["model"] == ["performer", "local"] and parsed["lengths"] == [1024, 2048]
+    assert parsed["memory_limit"] == 2 * 2**30 and parsed["isolate"] is False
+    assert parsed["model_options"] == {"linformer": {"k": 64}}
+    assert parsed["batch"] == defaults["batch"] and parsed["repeats"] is None  # auto
+    with pytest.raises(LraError, match="batch=2.5 must be a positive integer"):
+        settings.parse_args(["batch=2.5"])

@@ -8,12 +8,9 @@ from pathlib import Path
 
 import pytest
 
-ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
-
-
 def lra(*args, cwd):
     """`lra ...` in a fresh process: the one smoke test of the installed entry point."""
-    return subprocess.run([sys.executable, "-m", "lra.cli", *args], cwd=cwd, env=ENV,
+    return subprocess.run([sys.executable, "-m", "lra.cli", *args], cwd=cwd, env=dict(os.environ),
                           capture_output=True, text=True, timeout=600)
 
 
@@ -107,7 +104,7 @@ def test_malformed_tsv_row_is_a_one_line_error_naming_file_and_row(tmp_path, cap
     assert not (tmp_path / "data").exists() or not list((tmp_path / "data").rglob("*.npy"))
 
 
-def test_train_then_leaderboard_end_to_end(tmp_path):
+def test_train_then_leaderboard_end_to_end(tmp_path, fast_compile):
     small = ["task.data.train_size=400", "task.data.val_size=64", "task.data.test_size=64",
              "task.data.min_length=10", "task.data.max_length=60", "task.seq_len=64",
              "trainer.max_steps=20", "trainer.eval_every=10", "progress=false"]
@@ -126,3 +123,20 @@ def test_train_then_leaderboard_end_to_end(tmp_path):
     assert csv_text.splitlines()[0].startswith("section,label,task,model,")
     assert csv_text.splitlines()[1].startswith("other,transformer [quick ")  # a preset: not the main table
     assert (tmp_path / "results" / "leaderboard.md").exists()
+
+
+def test_a_hydra_multirun_runs_every_job_and_keeps_going_past_a_bad_one(tmp_path, capsys):
+    small = ["task.data.train_size=200", "task.data.val_size=32", "task.data.test_size=32",
+             "task.data.min_length=10", "task.data.max_length=40", "task.seq_len=40",
+             "encoder.num_layers=1", "encoder.dim=16", "encoder.qkv_dim=16", "encoder.mlp_dim=32",
+             "trainer.max_steps=4", "trainer.eval_every=2", "trainer.batch_size=16",
+             "progress=false"]
+    # 3 heads do not divide a width of 16: those two jobs fail, the other two still run.
+    status, _, err = lra_here(capsys, "train", "-m", "task=listops", "model=transformer,linear_transformer",
+                              "encoder.num_heads=2,3", *small, f"runs_dir={tmp_path / 'runs'}",
+                              f"data_dir={tmp_path / 'data'}")
+    assert status == 1
+    assert err.count("does not divide") == 2
+    records = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("record.json")]
+    assert sorted(r["model"] for r in records) == ["linear_transformer", "transformer"]
+    assert all(r["status"] == "completed" and r["config"]["encoder"]["num_heads"] == 2 for r in records)

@@ -129,7 +129,7 @@ from flax import nnx  # noqa: E402
 from lra.loader import BatchLoader  # noqa: E402
 from lra.models.attention import SsmParam  # noqa: E402
 from lra.trainer import (  # noqa: E402
-    Trainer, TrainState, jit_steps, make_optimizer, param_groups, split_model,
+    Trainer, TrainState, eval_step_jit, make_optimizer, param_groups, split_model, train_step_jit,
 )
 
 MOMENTUM = 0.5
@@ -162,8 +162,14 @@ def toy_batch(seed, n=32, shift=0):
 def test_train_step_updates_the_running_statistics_and_eval_uses_them_without_changing_them():
     model = FirstTokenNorm(rngs=nnx.Rngs(0))
     graphdef, params, model_state = split_model(model)
-    tx = make_optimizer(trainer_cfg())
-    train, evaluate = jit_steps(graphdef, tx, lambda step: 0.05)
+    cfg = TrainerConfig.from_config(trainer_cfg())
+    tx = make_optimizer(cfg)
+
+    def train(state, step, batch, key):
+        return train_step_jit(graphdef, cfg, state, step, batch, key)
+
+    def evaluate(params, model_state, batch):
+        return eval_step_jit(graphdef, params, model_state, batch)
     batch = toy_batch(0)
     features = np.asarray(params["embed"]["embedding"][...])[batch["inputs"][:, 0]]
     state = TrainState(params, tx.init(params), model_state)
@@ -257,3 +263,31 @@ def test_encoder_options_are_the_encoder_config_fields_and_missing_ones_take_its
         cfg.encoder["nosuch"] = 1
     with pytest.raises(LraError, match="nosuch"):
         encoder_config(cfg, spec)
+
+
+def test_step_options_keep_exactly_what_the_step_depends_on():
+    cosine = TrainerConfig(schedule="cosine", max_steps=300, warmup_steps=10, lr=0.1)
+    shared = cosine.step_options()
+    assert shared == TrainerConfig(schedule="cosine", max_steps=900, cycle_steps=300, warmup_steps=10,
+                                   lr=0.1, eval_every=7).step_options()
+    for step in (0, 5, 10, 150, 299):
+        assert float(make_schedule(shared)(step)) == float(make_schedule(cosine)(step))
+    assert TrainerConfig(max_steps=10).step_options() == TrainerConfig(max_steps=20).step_options()
+    assert TrainerConfig(lr=0.1).step_options() != TrainerConfig(lr=0.2).step_options()
+
+
+def test_the_run_scores_the_test_split_with_the_best_validation_state(tmp_path, toy_overrides,
+                                                                      monkeypatch):
+    """After fit, the trainer's own state is zeroed: a run that tested it instead of
+    fit's best_params would predict one class (accuracy about 0.25)."""
+    fit = Trainer.fit
+
+    def fit_then_spoil_the_final_state(self, *args, **kwargs):
+        result = fit(self, *args, **kwargs)
+        self.state = dataclasses.replace(
+            self.state, params=jax.tree.map(jnp.zeros_like, self.state.params))
+        return result
+
+    monkeypatch.setattr(Trainer, "fit", fit_then_spoil_the_final_state)
+    record = run(tmp_path, toy_overrides)
+    assert record["test"]["accuracy"] > 0.6
