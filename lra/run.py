@@ -25,7 +25,7 @@ from lra.records import git_commit, package_versions, utc_now, write_record
 from lra.registry import load_all
 from lra.tasks.base import TaskSpec, get_task
 from lra.tracking import JsonlTracker, Tracker
-from lra.trainer import PRECISIONS, Trainer, check_trainer, peak_memory_bytes
+from lra.trainer import PRECISIONS, Trainer, TrainerConfig, peak_memory_bytes
 
 # The encoder options a config may set: every EncoderConfig field but those the
 # task (vocab_size, max_len) and trainer.precision (dtype) decide.
@@ -56,22 +56,36 @@ def encoder_config(cfg: DictConfig, spec: TaskSpec) -> EncoderConfig:
 
 
 def validate(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig]:
-    """All config-time checks: names, trainer, task and model against the task."""
+    """All config-time checks: seed, names, trainer, task and model against the task."""
+    spec, enc, _ = checked(cfg)
+    return spec, enc
+
+
+def checked(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig, TrainerConfig]:
+    """`validate`, also returning the typed trainer options (what a run uses)."""
     try:
         return _validate(cfg)
     except (ValueError, TypeError) as err:  # e.g. task.seq_len=abc
         raise LraError(f"a config value has the wrong type ({err}); fix the override")
 
 
-def _validate(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig]:
+def check_seed(seed) -> int:
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise LraError(f"seed must be an integer >= 0, got {seed!r}")
+    return seed
+
+
+def _validate(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig, TrainerConfig]:
     load_all()
+    check_seed(cfg.seed)
     task = get_task(cfg.task.name)
     task.check(cfg.task)
-    check_trainer(cfg.trainer)
+    trainer = TrainerConfig.from_config(cfg.trainer)
+    trainer.check_devices(jax.device_count())
     spec = task.spec(cfg.task)
     enc = encoder_config(cfg, spec)
     check_model(cfg.model.name, model_options(cfg), enc)
-    return spec, enc
+    return spec, enc, trainer
 
 
 def build(cfg: DictConfig, spec: TaskSpec, enc: EncoderConfig) -> nnx.Module:
@@ -115,13 +129,13 @@ def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None 
     `experiment` names the preset the config was composed with (the leaderboard
     keeps preset runs apart from runs of the task's own configuration).
     """
-    spec, enc = validate(cfg)
+    spec, enc, trainer_cfg = checked(cfg)
     splits, manifest = lra_data.load(cfg.task, cfg.data_dir)
     seed = int(cfg.seed)
     loaders = {
         name: BatchLoader(
             splits[name],
-            int(cfg.trainer.batch_size if name == "train" else cfg.trainer.eval_batch_size),
+            trainer_cfg.batch_size if name == "train" else trainer_cfg.eval_batch_size,
             train=name == "train",
             seed=seed,
             process_index=jax.process_index(),
@@ -146,7 +160,7 @@ def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None 
     }
     tracker = tracker or JsonlTracker(run_dir / "metrics.jsonl")
     try:
-        trainer = Trainer(build(cfg, spec, enc), cfg.trainer, seed=seed, tracker=tracker)
+        trainer = Trainer(build(cfg, spec, enc), trainer_cfg, seed=seed, tracker=tracker)
         record["param_count"] = trainer.param_count
         fit = trainer.fit(loaders["train"], loaders["val"], progress=progress)
         test = trainer.evaluate(fit["best_params"], fit["best_model_state"], loaders["test"],
