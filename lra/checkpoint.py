@@ -1,0 +1,302 @@
+"""Checkpoints of a run: everything needed to carry on exactly where it stopped.
+
+A checkpoint is one orbax step folder with two items:
+
+- `state`: the arrays, as one pytree from the trainer (parameters, optimiser
+  state, non-parameter model state, best-validation parameters, dropout key);
+- `meta`: strict JSON: the step, whatever the trainer adds (loader position,
+  best-validation metrics), the resolved config with its fingerprint, the
+  layout (path, shape, dtype) and a checksum of every array.
+
+Orbax writes a step into a temporary folder and renames it when complete, so a
+kill during a write leaves the earlier checkpoints as they were. Restoring
+tries the newest step first and falls back to older ones, with a one-line
+warning, when a step cannot be read or its arrays do not match their
+checksums (orbax itself checks no content). A checkpoint of another
+configuration is refused with an `LraError` that names the difference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import zlib
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from lra.errors import LraError
+
+FORMAT_VERSION = 1
+# Settings that cannot change what a run computes: where files go, how it is
+# watched, when it stops for the wall clock, how often it checkpoints, how many
+# processes generate the data. Everything else is in the fingerprint.
+NOT_RESULTS = (
+    "progress", "runs_dir", "data_dir", "resume", "force",
+    "trainer.max_seconds", "trainer.log_every", "trainer.checkpoint_every",
+    "trainer.keep_checkpoints", "task.data.workers", "task.data.path",
+)
+# Named first when two configurations differ, as a person names a run.
+FIRST_NAMED = {"task.name": "task", "model.name": "model", "seed": "seed"}
+
+
+def flatten(config: Mapping, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def result_settings(config: Mapping) -> dict[str, Any]:
+    """The settings of a resolved config that can change a run's results."""
+    def ignored(name: str) -> bool:
+        return any(name == key or name.startswith(key + ".") for key in NOT_RESULTS)
+
+    return {k: v for k, v in sorted(flatten(config).items()) if not ignored(k)}
+
+
+def fingerprint(config: Mapping) -> str:
+    """A short hash of `result_settings(config)`: equal iff the settings are equal."""
+    text = json.dumps(result_settings(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def describe_difference(saved: Mapping[str, Any], current: Mapping[str, Any]) -> tuple[str, str]:
+    """("model=performer", "model=transformer"): the differing settings, as each side has them."""
+    keys = [k for k in sorted(set(saved) | set(current)) if saved.get(k, "<unset>") != current.get(k, "<unset>")]
+    order = list(FIRST_NAMED)
+    keys.sort(key=lambda k: (order.index(k) if k in order else len(order), k))
+    shown, more = keys[:3], len(keys) - 3
+
+    def side(settings: Mapping[str, Any]) -> str:
+        text = ", ".join(f"{FIRST_NAMED.get(k, k)}={settings.get(k, '<unset>')}" for k in shown)
+        return text + (f" (and {more} more)" if more > 0 else "")
+
+    return side(saved), side(current)
+
+
+# Arrays ----------------------------------------------------------------------
+
+def _is_key(leaf) -> bool:
+    return hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def _storable(tree):
+    """Typed PRNG keys as their raw uint32 data: every orbax version stores those."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _like_template(tree, template):
+    """Undo `_storable`: wrap raw key data back where the template holds keys."""
+    return jax.tree.map(
+        lambda x, t: jax.random.wrap_key_data(x, impl=jax.random.key_impl(t)) if _is_key(t) else x,
+        tree, template,
+    )
+
+
+def checksums(tree) -> list[int]:
+    """CRC-32 of each array's bytes (typed keys already as data): orbax checks
+    no content, so a damaged file could otherwise restore as wrong numbers."""
+    values = []
+    for leaf in jax.tree.leaves(tree):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            values.append(None)  # another process holds part of it (multi-host): not checked
+            continue
+        data = np.ascontiguousarray(np.asarray(leaf))
+        values.append(zlib.crc32(data.reshape(-1).view(np.uint8)))
+    return values
+
+
+def layout(tree) -> list[list]:
+    """[path, shape, dtype] per array: what a template must match to restore."""
+    return [
+        [jax.tree_util.keystr(path), list(leaf.shape), str(leaf.dtype)]
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    ]
+
+
+# The manager -------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    step: int
+    state: Any
+    meta: dict[str, Any]
+
+
+def warn(message: str) -> None:
+    print(f"lra: warning: {message}", file=sys.stderr, flush=True)
+
+
+class Checkpoints:
+    """The checkpoints of one run folder: save every so often, restore the newest good one.
+
+    `config` is the run's resolved config (a plain dict): stored with every
+    checkpoint, and compared with a checkpoint's before restoring it. `keep` is
+    how many of the newest checkpoints stay, besides the one at `best_step`.
+    """
+
+    def __init__(self, directory: str | Path, config: Mapping, *, keep: int = 2,
+                 async_save: bool = True, read_only: bool = False):
+        if keep < 1:
+            raise LraError(f"trainer.keep_checkpoints must be at least 1, got {keep}")
+        self.directory = Path(directory).absolute()
+        if read_only and not self.directory.is_dir():
+            raise LraError(f"{self.directory} holds no checkpoint; is it a run folder of this lra?")
+        self.config = json.loads(json.dumps(dict(config), default=str))
+        self.settings = result_settings(self.config)
+        self.fingerprint = fingerprint(self.config)
+        self.keep = int(keep)
+        self._best_step: int | None = None
+        self._unreadable: set[int] = set()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=None,  # retention is ours: the newest `keep` plus the best
+            create=not read_only,
+            read_only=read_only,
+            cleanup_tmp_directories=not read_only,  # a write cut short leaves a temporary folder
+            enable_async_checkpointing=async_save,
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+
+    @property
+    def steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, state, meta: Mapping[str, Any], *, best_step: int | None = None,
+             wait: bool = False) -> None:
+        """Checkpoint `state` (a pytree of arrays) and `meta` (strict JSON) as step `step`.
+
+        Asynchronous unless `wait`: orbax copies the arrays off the device before
+        this returns, so the trainer may go on (and donate its buffers) at once.
+        """
+        self._manager.wait_until_finished()  # the previous save is complete before anything is pruned
+        if best_step is not None:
+            self._best_step = int(best_step)
+        for bad in sorted(self._unreadable & set(self.steps)):
+            self._manager.delete(bad)
+        self._unreadable.clear()
+        if step in self.steps:  # e.g. the final save of a run resumed at its last step
+            return
+        self._prune()
+        storable = _storable(state)
+        payload = {
+            **meta,
+            "step": int(step),
+            "format": FORMAT_VERSION,
+            "fingerprint": self.fingerprint,
+            "config": self.config,
+            "layout": layout(storable),
+            "checksums": checksums(storable),
+        }
+        try:
+            json.dumps(payload, allow_nan=False)
+        except ValueError as err:
+            raise ValueError(f"checkpoint meta must be strict JSON (no NaN/Infinity): {err}") from None
+        self._manager.save(
+            int(step),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(storable), meta=ocp.args.JsonSave(payload)),
+            force=True,
+        )
+        if wait:
+            self.wait()
+
+    def wait(self) -> None:
+        """Block until every save is on disk, then drop checkpoints beyond `keep`."""
+        self._manager.wait_until_finished()
+        self._prune()
+
+    def _prune(self) -> None:
+        steps = self.steps
+        keep = set(steps[-self.keep:])
+        if self._best_step in steps:
+            keep.add(self._best_step)
+        for step in steps:
+            if step not in keep:
+                self._manager.delete(step)
+
+    def read_meta(self, step: int) -> dict[str, Any]:
+        return dict(self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+
+    def check_compatible(self, meta: Mapping[str, Any], hint: str) -> None:
+        """Refuse a checkpoint of another configuration, naming the difference."""
+        if int(meta.get("format", 0)) > FORMAT_VERSION:
+            raise LraError(f"checkpoint in {self.directory} has format {meta['format']}, newer than this "
+                           f"lra reads ({FORMAT_VERSION}); update lra or {hint}")
+        if meta.get("fingerprint") == self.fingerprint:
+            return
+        saved, current = describe_difference(result_settings(meta.get("config", {})), self.settings)
+        raise LraError(f"checkpoint in {self.directory} is for {saved}, this run is {current}; {hint}")
+
+    def restore(self, template, *, hint: str = "use a new runs_dir") -> Restored | None:
+        """The newest readable checkpoint, its arrays shaped and placed like `template`.
+
+        None when there is none. An unreadable step is skipped with a warning
+        (and deleted at the next save); a checkpoint of another configuration or
+        of other array shapes raises LraError, whose message ends with `hint`.
+        """
+        storable_template = _storable(template)
+        expected = layout(storable_template)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, storable_template)
+        newest_first = sorted(self.steps, reverse=True)
+        for index, step in enumerate(newest_first):
+            try:
+                meta = self.read_meta(step)
+            except Exception as err:  # noqa: BLE001 - any read failure means: try an older one
+                self._skip(step, newest_first[index + 1:], err)
+                continue
+            self.check_compatible(meta, hint)
+            if meta.get("layout") != expected:
+                raise LraError(self._layout_difference(meta.get("layout") or [], expected, hint))
+            try:
+                restored = self._manager.restore(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+                )["state"]
+                if checksums(restored) != meta["checksums"]:
+                    raise ValueError("the arrays do not match their checksums")
+            except Exception as err:  # noqa: BLE001
+                self._skip(step, newest_first[index + 1:], err)
+                continue
+            restored = jax.tree.unflatten(jax.tree.structure(storable_template), jax.tree.leaves(restored))
+            return Restored(step, _like_template(restored, template), meta)
+        return None
+
+    def _skip(self, step: int, older: Iterable[int], err: Exception) -> None:
+        self._unreadable.add(step)
+        older = list(older)
+        then = f"falling back to step {older[0]}" if older else "no older checkpoint; starting afresh"
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        warn(f"checkpoint step {step} in {self.directory} is unreadable "
+             f"({type(err).__name__}: {reason}); {then}")
+
+    def _layout_difference(self, saved: list, expected: list, hint: str) -> str:
+        saved_by_path = {tuple(entry)[0]: entry for entry in saved}
+        for entry in expected:
+            other = saved_by_path.get(entry[0])
+            if other != entry:
+                was = f"{other[1]} {other[2]}" if other else "absent"
+                return (f"checkpoint in {self.directory} does not fit this model: array {entry[0]} is "
+                        f"{was} there, {entry[1]} {entry[2]} here; {hint}")
+        extra = sorted(set(saved_by_path) - {entry[0] for entry in expected})
+        return (f"checkpoint in {self.directory} does not fit this model: it has array(s) "
+                f"{', '.join(extra[:3])} that this model lacks; {hint}")
+
+    def close(self) -> None:
+        self.wait()
+        self._manager.close()
+
+    def __enter__(self) -> "Checkpoints":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
