@@ -19,9 +19,15 @@ configuration is refused with an `LraError` that names the difference.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
+import os
+import signal
+import socket
 import sys
+import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -34,6 +40,7 @@ import orbax.checkpoint as ocp
 from lra.errors import LraError
 
 FORMAT_VERSION = 1
+CHECKPOINTS = "checkpoints"  # the folder inside a run folder
 # Settings that cannot change what a run computes: where files go, how it is
 # watched, when it stops for the wall clock, how often it checkpoints, how many
 # processes generate the data. Everything else is in the fingerprint.
@@ -300,3 +307,137 @@ class Checkpoints:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# Run folders: who holds one, which one a rerun carries on ---------------------
+
+CLAIM = ".claimed"
+FINISHED = ("completed", "diverged")  # a rerun does not repeat these (unless forced)
+
+
+def read_claim(run_dir: Path) -> dict[str, Any]:
+    """{"pid", "host", "fingerprint"} of the process that claimed `run_dir` ({} if unknown)."""
+    try:
+        claim = json.loads((Path(run_dir) / CLAIM).read_text())
+    except (OSError, ValueError):  # none, being written, or the older form (the pid alone)
+        return {}
+    return claim if isinstance(claim, dict) else {}
+
+
+def _try_lock(fd: int, mode: int) -> bool:
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def claim_is_live(run_dir: Path) -> bool:
+    """Whether a process holds `run_dir`: the kernel lock on its claim, which dies
+    with the process (kill -9 included), so a stale claim never blocks a rerun."""
+    try:
+        fd = os.open(Path(run_dir) / CLAIM, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        return not _try_lock(fd, fcntl.LOCK_SH)
+    finally:
+        os.close(fd)  # also releases the shared lock
+
+
+class Claim:
+    """This process's hold on a run folder: a locked `.claimed` naming it, until released."""
+
+    def __init__(self, run_dir: Path, fingerprint: str | None):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.run_dir / CLAIM, os.O_RDWR | os.O_CREAT, 0o644)
+        for attempt in range(20):  # another process may be peeking (claim_is_live) right now
+            if _try_lock(fd, fcntl.LOCK_EX):
+                break
+            time.sleep(0.05)
+        else:
+            os.close(fd)
+            pid = read_claim(self.run_dir).get("pid")
+            who = f" (pid {pid})" if pid else ""
+            raise LraError(f"run folder {self.run_dir} belongs to a running process{who}; wait for it, "
+                           "or give hydra.run.dir=<a new folder>")
+        claim = {"pid": os.getpid(), "host": socket.gethostname(), "fingerprint": fingerprint}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(claim) + "\n").encode(), 0)
+        os.fsync(fd)
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def record_status(run_dir: Path) -> str | None:
+    """The status in run_dir/record.json; None when there is no readable record."""
+    try:
+        status = json.loads((Path(run_dir) / "record.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return status if isinstance(status, str) else None
+
+
+def find_run(runs_dir: Path, fingerprint: str) -> tuple[Path, str] | None:
+    """The run folder under `runs_dir` of a config with this fingerprint, and its state:
+    "unfinished" (the newest such folder no live process holds), else "running"
+    or "finished". None when no run of this config exists there."""
+    found: dict[str, list[tuple[float, Path]]] = {"unfinished": [], "running": [], "finished": []}
+    for folder, subfolders, files in os.walk(runs_dir):
+        if CLAIM not in files:
+            subfolders[:] = [d for d in subfolders if d != CHECKPOINTS]
+            continue
+        subfolders[:] = []  # a run folder holds no other runs
+        if read_claim(Path(folder)).get("fingerprint") != fingerprint:
+            continue
+        if record_status(Path(folder)) in FINISHED:
+            state = "finished"
+        else:
+            state = "running" if claim_is_live(Path(folder)) else "unfinished"
+        found[state].append(((Path(folder) / CLAIM).stat().st_mtime, Path(folder)))
+    for state in ("unfinished", "running", "finished"):
+        if found[state]:
+            return max(found[state])[1], state
+    return None
+
+
+# Signals -------------------------------------------------------------------------
+
+class StopSignals:
+    """SIGTERM and SIGINT ask the run to stop at the next step boundary, where it
+    saves a checkpoint and records `interrupted`; a second signal exits at once
+    (os._exit: orbax and the record writer only ever rename finished files, so
+    the last good checkpoint and record stay as they were)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def name(self) -> str | None:
+        return signal.Signals(self.received).name if self.received else None
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            os._exit(128 + signum)
+        self.received = signum
+        warn(f"{signal.Signals(signum).name}: stopping after this step with a checkpoint "
+             "(a second signal stops at once)")
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():  # only there can Python catch signals
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -18,7 +19,10 @@ import optax
 import pytest
 from flax import nnx
 
-from lra.checkpoint import Checkpoints, describe_difference, fingerprint, result_settings
+from lra.checkpoint import (
+    CLAIM, Checkpoints, Claim, claim_is_live, describe_difference, find_run, fingerprint, read_claim,
+    result_settings,
+)
 from lra.errors import LraError
 from lra.models import EncoderConfig, build_model
 
@@ -245,3 +249,87 @@ def test_a_leftover_temporary_folder_is_ignored_and_removed(tmp_path):
     ck.save(2, tiny_state(2), {}, wait=True)
     assert ck.steps == [1, 2] and not partial.exists()
     assert_bitwise_equal(ck.restore(tiny_state()).state, tiny_state(2))
+
+
+# Run folders and signals -------------------------------------------------------
+
+def spawn(code: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+
+
+def test_a_claim_is_exclusive_while_held_and_taken_over_after_its_process_dies(tmp_path):
+    run_dir = tmp_path / "run"
+    claim = Claim(run_dir, "abc")
+    assert read_claim(run_dir) == {"pid": os.getpid(), "host": read_claim(run_dir)["host"], "fingerprint": "abc"}
+    with pytest.raises(LraError, match=rf"belongs to a running process \(pid {os.getpid()}\)"):
+        Claim(run_dir, "abc")
+    claim.release()
+    assert not claim_is_live(run_dir)
+    Claim(run_dir, "abc").release()
+    # a killed process leaves its claim file, but not its lock
+    child = spawn("""
+        import sys, time
+        from lra.checkpoint import Claim
+        claim = Claim(sys.argv[1], "abc")
+        print("claimed", flush=True)
+        time.sleep(60)
+    """, str(run_dir))
+    assert child.stdout.readline().strip() == b"claimed"
+    assert claim_is_live(run_dir) and read_claim(run_dir)["pid"] == child.pid
+    with pytest.raises(LraError, match=rf"pid {child.pid}"):
+        Claim(run_dir, "abc")
+    child.kill()
+    child.wait()
+    assert (run_dir / CLAIM).exists() and not claim_is_live(run_dir)
+    Claim(run_dir, "abc").release()
+    assert read_claim(run_dir)["pid"] == os.getpid()
+
+
+def test_find_run_prefers_the_unfinished_run_of_the_same_config(tmp_path):
+    runs = tmp_path / "runs"
+
+    def make(name: str, fingerprint: str, status: str | None = None, hold: bool = False):
+        claim = Claim(runs / name, fingerprint)
+        if status:
+            (runs / name / "record.json").write_text(json.dumps({"status": status}))
+        if not hold:
+            claim.release()
+        return claim
+
+    assert find_run(runs, "f1") is None
+    make("toy/transformer/1-s0", "f1", "completed")
+    assert find_run(runs, "f1") == (runs / "toy/transformer/1-s0", "finished")
+    held = make("toy/transformer/2-s0", "f1", hold=True)
+    assert find_run(runs, "f1") == (runs / "toy/transformer/2-s0", "running")
+    make("multirun/x/toy-transformer-s0-0", "f1", "interrupted")
+    make("toy/transformer/3-s0", "f2")  # another config
+    assert find_run(runs, "f1") == (runs / "multirun/x/toy-transformer-s0-0", "unfinished")
+    held.release()  # its process ended without a record: killed
+    assert find_run(runs, "f1") == (runs / "multirun/x/toy-transformer-s0-0", "unfinished")  # the newer
+    (runs / "multirun/x/toy-transformer-s0-0/record.json").write_text(json.dumps({"status": "completed"}))
+    assert find_run(runs, "f1") == (runs / "toy/transformer/2-s0", "unfinished")
+    assert find_run(runs, "f2") == (runs / "toy/transformer/3-s0", "unfinished")
+    make("toy/transformer/4-s0", "f2", "diverged")
+    assert find_run(runs, "f2") == (runs / "toy/transformer/3-s0", "unfinished")
+
+
+def test_a_first_signal_asks_to_stop_and_a_second_exits_at_once():
+    child = spawn("""
+        import time
+        from lra.checkpoint import StopSignals
+        with StopSignals() as stop:
+            print("ready", flush=True)
+            while not stop.received:
+                time.sleep(0.01)
+            print("stopping on", stop.name, flush=True)
+            time.sleep(60)  # a slow checkpoint write
+    """)
+    assert child.stdout.readline().strip() == b"ready"
+    child.send_signal(signal.SIGTERM)
+    assert child.stdout.readline().strip() == b"stopping on SIGTERM"
+    started = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    assert child.wait(timeout=30) == 128 + signal.SIGINT and time.monotonic() - started < 10
+    err = child.stderr.read().decode().strip().splitlines()
+    assert len(err) == 1 and "SIGTERM: stopping after this step" in err[0]
