@@ -406,6 +406,29 @@ def find_run(runs_dir: Path, fingerprint: str) -> tuple[Path, str] | None:
     return None
 
 
+def trim_metrics(path: Path, step: int) -> None:
+    """Keep the rows of a metrics file that a run resumed at `step` will not log
+    again: none after `step`, no test rows, no line cut short by a kill."""
+    path = Path(path)
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and row.get("step", step + 1) <= step and not any(
+                key.startswith("test/") for key in row):
+            kept.append(line + "\n")
+    partial = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(partial, "w", encoding="utf-8") as f:
+        f.writelines(kept)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+
+
 # Signals -------------------------------------------------------------------------
 
 class StopSignals:

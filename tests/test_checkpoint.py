@@ -21,7 +21,7 @@ from flax import nnx
 
 from lra.checkpoint import (
     CLAIM, Checkpoints, Claim, claim_is_live, describe_difference, find_run, fingerprint, read_claim,
-    result_settings,
+    result_settings, trim_metrics,
 )
 from lra.errors import LraError
 from lra.models import EncoderConfig, build_model
@@ -333,3 +333,14 @@ def test_a_first_signal_asks_to_stop_and_a_second_exits_at_once():
     assert child.wait(timeout=30) == 128 + signal.SIGINT and time.monotonic() - started < 10
     err = child.stderr.read().decode().strip().splitlines()
     assert len(err) == 1 and "SIGTERM: stopping after this step" in err[0]
+
+
+def test_trim_metrics_keeps_what_a_resumed_run_will_not_log_again(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": 1, "train/loss": 2.0}, {"step": 6, "val/accuracy": 0.5}, {"step": 7, "train/loss": 1.0},
+            {"step": 6, "test/accuracy": 0.4}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 8, "train/lo')
+    trim_metrics(path, 6)
+    assert [json.loads(line) for line in path.read_text().splitlines()] == rows[:2]
+    trim_metrics(tmp_path / "absent.jsonl", 6)
+    assert not (tmp_path / "absent.jsonl").exists()
