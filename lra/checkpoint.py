@@ -235,6 +235,16 @@ class Checkpoints:
     def read_meta(self, step: int) -> dict[str, Any]:
         return dict(self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
 
+    def newest_meta(self) -> dict[str, Any] | None:
+        """The meta of the newest checkpoint whose meta can be read (warning about the others)."""
+        newest_first = sorted(self.steps, reverse=True)
+        for index, step in enumerate(newest_first):
+            try:
+                return self.read_meta(step)
+            except Exception as err:  # noqa: BLE001
+                self._skip(step, newest_first[index + 1:], err)
+        return None
+
     def check_compatible(self, meta: Mapping[str, Any], hint: str) -> None:
         """Refuse a checkpoint of another configuration, naming the difference."""
         if int(meta.get("format", 0)) > FORMAT_VERSION:
@@ -383,23 +393,30 @@ def record_status(run_dir: Path) -> str | None:
     return status if isinstance(status, str) else None
 
 
+def run_state(run_dir: Path, fingerprint: str) -> str | None:
+    """"finished", "running" or "unfinished" for a run folder of this fingerprint;
+    None when `run_dir` holds no run of it."""
+    run_dir = Path(run_dir)
+    if read_claim(run_dir).get("fingerprint") != fingerprint:
+        return None
+    if record_status(run_dir) in FINISHED:
+        return "finished"
+    return "running" if claim_is_live(run_dir) else "unfinished"
+
+
 def find_run(runs_dir: Path, fingerprint: str) -> tuple[Path, str] | None:
-    """The run folder under `runs_dir` of a config with this fingerprint, and its state:
-    "unfinished" (the newest such folder no live process holds), else "running"
-    or "finished". None when no run of this config exists there."""
+    """The run folder under `runs_dir` of a config with this fingerprint, and its
+    `run_state`: the newest unfinished one, else a running one, else a finished
+    one. None when no run of this config exists there."""
     found: dict[str, list[tuple[float, Path]]] = {"unfinished": [], "running": [], "finished": []}
     for folder, subfolders, files in os.walk(runs_dir):
         if CLAIM not in files:
             subfolders[:] = [d for d in subfolders if d != CHECKPOINTS]
             continue
         subfolders[:] = []  # a run folder holds no other runs
-        if read_claim(Path(folder)).get("fingerprint") != fingerprint:
-            continue
-        if record_status(Path(folder)) in FINISHED:
-            state = "finished"
-        else:
-            state = "running" if claim_is_live(Path(folder)) else "unfinished"
-        found[state].append(((Path(folder) / CLAIM).stat().st_mtime, Path(folder)))
+        state = run_state(Path(folder), fingerprint)
+        if state:
+            found[state].append(((Path(folder) / CLAIM).stat().st_mtime, Path(folder)))
     for state in ("unfinished", "running", "finished"):
         if found[state]:
             return max(found[state])[1], state

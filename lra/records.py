@@ -18,7 +18,7 @@ from pathlib import Path
 
 SCHEMA_VERSION = 1
 RECORD = "record.json"
-STATUSES = ("completed", "failed", "diverged")
+STATUSES = ("completed", "failed", "diverged", "interrupted")
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "hydra-core", "orbax-checkpoint", "lra")
 
 

@@ -69,10 +69,23 @@ def test_same_seed_gives_the_same_run_on_cpu(tmp_path, toy_overrides):
     assert a["test"]["loss"] != c["test"]["loss"]
 
 
-def test_a_diverging_run_is_recorded_as_diverged(tmp_path, toy_overrides):
-    record = run(tmp_path, [*toy_overrides, "trainer.lr=1e30", "trainer.max_steps=30"])
-    assert record["status"] == "diverged"
-    assert json.loads((tmp_path / "run" / "record.json").read_text())["status"] == "diverged"
+def strict_json(path):
+    """The file's JSON, refusing the bare NaN/Infinity that strict parsers reject."""
+    def refuse(constant):
+        raise ValueError(f"{path.name} holds a bare {constant}")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_a_diverging_run_is_recorded_as_diverged_with_its_step_and_last_finite_loss(tmp_path, toy_overrides):
+    record = run(tmp_path, [*toy_overrides, "trainer.lr=1e30", "trainer.max_steps=30", "trainer.log_every=1"])
+    saved = strict_json(tmp_path / "run" / "record.json")
+    assert record["status"] == saved["status"] == "diverged" and saved["stopped_by"] == "diverged"
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]
+    first_bad = next(step for step, loss in losses if not np.isfinite(float(loss)))
+    last_finite = [loss for step, loss in losses if step < first_bad][-1]
+    assert saved["diverged"] == {"step": first_bad, "last_finite_loss": last_finite}
+    assert saved["steps"] == first_bad and "test" not in saved  # not tested: the leaderboard skips it
 
 
 def test_bf16_precision_trains(tmp_path, toy_overrides):
@@ -80,21 +93,47 @@ def test_bf16_precision_trains(tmp_path, toy_overrides):
     assert record["status"] == "completed" and np.isfinite(record["test"]["loss"])
 
 
-def test_a_time_budget_stops_at_the_next_evaluation(tmp_path, toy_overrides):
-    record = run(tmp_path, [*toy_overrides, "trainer.max_seconds=0.001"])
-    assert record["status"] == "completed" and record["stopped_by"] == "max_seconds"
-    assert record["steps"] == 30  # the first evaluation (eval_every=30), not max_steps=60
+def metrics_rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_a_second_run_cannot_write_into_a_folder_another_run_holds(tmp_path, toy_overrides):
+RESULT = ("status", "steps", "stopped_by", "best_val", "test")
+
+
+def test_a_run_stopped_by_its_time_budget_is_interrupted_and_a_rerun_finishes_it_exactly(tmp_path, toy_overrides):
+    """Two slots of GPU time make one run: the rerun of the same command (same runs_dir,
+    any time budget) finds the interrupted run and carries it on to max_steps."""
+    short = [*toy_overrides, "trainer.max_steps=20", "trainer.eval_every=5", "encoder.dropout=0.1"]
+    whole = run(tmp_path, short, "whole")
+    first = run(tmp_path, [*short, "trainer.max_seconds=0.001"], "runs/slot1")
+    assert first["status"] == "interrupted" and first["stopped_by"] == "max_seconds"
+    assert first["steps"] == 5 and "accuracy" in first["test"]  # the first evaluation; a provisional test
+    assert (tmp_path / "runs/slot1/checkpoints/5").is_dir()
+    second = run(tmp_path, short, "runs/slot2")  # a new folder is asked for: the old run is found
+    assert second["run_dir"] == str(tmp_path / "runs/slot1") and not (tmp_path / "runs/slot2").exists()
+    assert second["resumed_at"] == [5]
+    assert {k: second[k] for k in RESULT} == {k: whole[k] for k in RESULT}
+    assert metrics_rows(tmp_path / "runs/slot1") == metrics_rows(tmp_path / "whole")
+    saved = np.load(tmp_path / "runs/slot1/predictions.npz")
+    np.testing.assert_array_equal(saved["predictions"], np.load(tmp_path / "whole/predictions.npz")["predictions"])
+    # finished: rerunning the command changes nothing
+    again = run(tmp_path, short, "runs/slot3")
+    assert again == strict_json(tmp_path / "runs/slot1/record.json") and not (tmp_path / "runs/slot3").exists()
+
+
+def test_a_folder_holds_one_run(tmp_path, toy_overrides):
     short = [*toy_overrides, "trainer.max_steps=10", "trainer.eval_every=10"]
     first = run(tmp_path, short)
     metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
-    with pytest.raises(LraError, match="belongs to another run"):
-        run(tmp_path, short)
+    assert run(tmp_path, short) == strict_json(tmp_path / "run" / "record.json")  # finished: not rerun
+    with pytest.raises(LraError, match="holds a run of another configuration"):
+        run(tmp_path, [*short, "seed=1"])
+    with pytest.raises(LraError, match="force=true starts a new run, but .* holds one"):
+        run(tmp_path, [*short, "force=true"])
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == metrics  # untouched
     assert json.loads((tmp_path / "run" / "record.json").read_text())["test"] == first["test"]
-
+    forced = run(tmp_path, [*short, "force=true", f"runs_dir={tmp_path}"], "run2")  # would find ./run
+    assert forced["run_dir"] == str(tmp_path / "run2") and forced["test"] == first["test"]
 
 
 # The pure steps, the model state they thread, the optimiser groups ------------------
