@@ -4,7 +4,8 @@ LRA_TEST_STOPS="KILL@save:2,TERM@train:3": send SIGKILL to this process inside
 its 2nd checkpoint write, SIGTERM when its 3rd training batch is handed out.
 Points, counted in this process: `train` (a training batch handed out), `eval`
 (inside an evaluation pass, after its first batch), `save` (inside a checkpoint
-write, after orbax made the step's temporary folder). The toy task of
+write: orbax's background thread, in the step's temporary folder, about to write
+the meta file; a private orbax method, checked to exist). The toy task of
 conftest.py is registered.
 """
 
@@ -47,14 +48,15 @@ def stopping_iter(self):
         yield batch
 
 
-original_json_save = ocp.JsonCheckpointHandler.async_save
+assert hasattr(ocp.JsonCheckpointHandler, "_save_fn"), "orbax changed: find another write hook"
+original_json_write = ocp.JsonCheckpointHandler._save_fn
 
 
-async def stopping_json_save(self, *args, **kwargs):
+async def stopping_json_write(self, *args, **kwargs):
     reached("save")
-    return await original_json_save(self, *args, **kwargs)
+    return await original_json_write(self, *args, **kwargs)
 
 
 BatchLoader.__iter__ = stopping_iter
-ocp.JsonCheckpointHandler.async_save = stopping_json_save
+ocp.JsonCheckpointHandler._save_fn = stopping_json_write
 sys.exit(main(["train", *sys.argv[1:]]))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import compose_config
+from conftest import TINY, compose_config
 from lra.errors import LraError
 from lra.run import train_and_record
 from lra.trainer import make_schedule
@@ -273,3 +273,74 @@ def test_encoder_options_are_the_encoder_config_fields_and_missing_ones_take_its
         cfg.encoder["nosuch"] = 1
     with pytest.raises(LraError, match="nosuch"):
         encoder_config(cfg, spec)
+
+
+# Killed, signalled, resumed: the final result is the uninterrupted run's ----------
+
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+CHILD = Path(__file__).with_name("stopping_child.py")
+
+
+def lra_train(args, stops="", cache=None, devices=1):
+    """`lra train ARGS` in a subprocess that signals itself at `stops` (stopping_child.py)."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "LRA_TEST_STOPS": stops,
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    if cache:  # the same compiled steps for every process: seconds, not tens of seconds, each
+        env.update(JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    return subprocess.run([sys.executable, str(CHILD), *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def child_overrides(tmp_path, runs):
+    return ["task=listops", "task.name=toy_first_token", "task.seq_len=12", "task.data={seed: 0}",
+            *TINY, "encoder.dropout=0.1", "trainer.batch_size=32", "trainer.max_steps=24",
+            "trainer.eval_every=6", "trainer.eval_batches=null", "trainer.lr=0.005",
+            "trainer.schedule=constant", "trainer.warmup_steps=0", "progress=false",
+            f"data_dir={tmp_path / 'data'}", f"runs_dir={tmp_path / runs}"]
+
+
+def only_run(runs: Path) -> Path:
+    (folder,) = [p.parent for p in runs.rglob(".claimed")]
+    return folder
+
+
+def test_killed_and_signalled_runs_resume_to_the_uninterrupted_result(tmp_path):
+    cache = tmp_path / "jax-cache"
+    whole = lra_train(child_overrides(tmp_path, "whole"), cache=cache)
+    assert whole.returncode == 0, whole.stderr
+    reference = only_run(tmp_path / "whole")
+    args = child_overrides(tmp_path, "runs")
+
+    killed = lra_train(args, "KILL@save:2", cache)  # checkpoint 6 written, killed writing 12
+    assert killed.returncode == -signal.SIGKILL
+    run_dir = only_run(tmp_path / "runs")
+    assert [p.name for p in (run_dir / "checkpoints").iterdir() if "tmp" in p.name]  # cut short
+
+    killed = lra_train(args, "KILL@eval:1", cache)  # resumes at 6, killed evaluating 12
+    assert killed.returncode == -signal.SIGKILL
+    assert f"resuming {run_dir} at step 6 of 24" in killed.stderr
+
+    stopped = lra_train(args, "TERM@train:9", cache)  # resumes at 6, saves 12; SIGTERM during step 15
+    assert stopped.returncode == 1 and "Traceback" not in stopped.stderr + stopped.stdout
+    assert stopped.stdout.strip().startswith("interrupted: toy_first_token/transformer seed 0")
+    record = strict_json(run_dir / "record.json")
+    assert record["status"] == "interrupted" and record["stopped_by"] == "SIGTERM" and record["steps"] == 15
+
+    twice = lra_train(args, "TERM@train:2,TERM@save:1", cache)  # a second SIGTERM while saving 17
+    assert twice.returncode == 128 + signal.SIGTERM and "Traceback" not in twice.stderr
+    assert strict_json(run_dir / "record.json") == record  # the last good record, untouched
+
+    final = lra_train(args, cache=cache)
+    assert final.returncode == 0, final.stderr
+    assert f"resuming {run_dir} at step 15 of 24" in final.stderr  # 17 was never completed
+    ours, theirs = strict_json(run_dir / "record.json"), strict_json(reference / "record.json")
+    assert {k: ours[k] for k in RESULT} == {k: theirs[k] for k in RESULT}
+    assert ours["resumed_at"] == [6, 15]  # the slots that left a checkpoint
+    assert metrics_rows(run_dir) == metrics_rows(reference)
+    np.testing.assert_array_equal(np.load(run_dir / "predictions.npz")["predictions"],
+                                  np.load(reference / "predictions.npz")["predictions"])
