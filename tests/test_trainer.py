@@ -309,11 +309,18 @@ def only_run(runs: Path) -> Path:
     return folder
 
 
-def test_killed_and_signalled_runs_resume_to_the_uninterrupted_result(tmp_path):
-    cache = tmp_path / "jax-cache"
-    whole = lra_train(child_overrides(tmp_path, "whole"), cache=cache)
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """One uninterrupted 1-device run in a subprocess: (its folder, the shared folder)."""
+    shared = tmp_path_factory.mktemp("resume")
+    whole = lra_train(child_overrides(shared, "whole"), cache=shared / "jax-cache")
     assert whole.returncode == 0, whole.stderr
-    reference = only_run(tmp_path / "whole")
+    return only_run(shared / "whole"), shared
+
+
+def test_killed_and_signalled_runs_resume_to_the_uninterrupted_result(uninterrupted):
+    reference, tmp_path = uninterrupted
+    cache = tmp_path / "jax-cache"
     args = child_overrides(tmp_path, "runs")
 
     killed = lra_train(args, "KILL@save:2", cache)  # checkpoint 6 written, killed writing 12
@@ -344,3 +351,24 @@ def test_killed_and_signalled_runs_resume_to_the_uninterrupted_result(tmp_path):
     assert metrics_rows(run_dir) == metrics_rows(reference)
     np.testing.assert_array_equal(np.load(run_dir / "predictions.npz")["predictions"],
                                   np.load(reference / "predictions.npz")["predictions"])
+
+
+def test_eight_devices_train_like_one_and_their_checkpoint_restores_on_one(uninterrupted, capsys):
+    reference, tmp_path = uninterrupted
+    eight = lra_train(child_overrides(tmp_path, "eight"), devices=8)
+    assert eight.returncode == 0, eight.stderr
+    run_dir = only_run(tmp_path / "eight")
+    record = strict_json(run_dir / "record.json")
+    assert record["device_count"] == 8 and strict_json(reference / "record.json")["device_count"] == 1
+    ours = [r["train/loss"] for r in metrics_rows(run_dir) if "train/loss" in r]
+    theirs = [r["train/loss"] for r in metrics_rows(reference) if "train/loss" in r]
+    assert len(ours) == 24
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)  # float sums in another order, no more
+    from lra.cli import main
+
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--predictions"]) == 0  # this process has one device
+    line = capsys.readouterr().out.strip()
+    assert f"test accuracy {record['test']['accuracy']:.4f} (record: {record['test']['accuracy']:.4f})" in line
+    np.testing.assert_array_equal(np.load(run_dir / "predictions-test.npz")["predictions"],
+                                  np.load(run_dir / "predictions.npz")["predictions"])
