@@ -165,6 +165,7 @@ class Checkpoints:
         self.settings = result_settings(self.config)
         self.fingerprint = fingerprint(self.config)
         self.keep = int(keep)
+        self.read_only = read_only
         self._best_step: int | None = None
         self._unreadable: set[int] = set()
         options = ocp.CheckpointManagerOptions(
@@ -224,6 +225,8 @@ class Checkpoints:
         self._prune()
 
     def _prune(self) -> None:
+        if self.read_only:
+            return
         steps = self.steps
         keep = set(steps[-self.keep:])
         if self._best_step in steps:

@@ -289,8 +289,11 @@ def test_a_claim_is_exclusive_while_held_and_taken_over_after_its_process_dies(t
 def test_find_run_prefers_the_unfinished_run_of_the_same_config(tmp_path):
     runs = tmp_path / "runs"
 
+    claimed = iter(range(1_000_000, 2_000_000, 1000))
+
     def make(name: str, fingerprint: str, status: str | None = None, hold: bool = False):
         claim = Claim(runs / name, fingerprint)
+        os.utime(runs / name / CLAIM, (next(claimed),) * 2)  # claimed in this order, whatever the clock
         if status:
             (runs / name / "record.json").write_text(json.dumps({"status": status}))
         if not hold:
