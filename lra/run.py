@@ -278,7 +278,8 @@ def cmd_eval(args: list[str]) -> int:
     flags = [a for a in args if a.startswith("-")]
     unknown = sorted(set(options) - {"split", "data_dir"}) + sorted(set(flags) - {"--predictions"})
     if len(folders) != 1 or unknown:
-        raise LraError(f"give one run folder{'; unknown: ' + ', '.join(unknown) if unknown else ''}\n{EVAL_USAGE}")
+        raise LraError(f"{'unknown: ' + ', '.join(unknown) if unknown else 'give one run folder'}; "
+                       "usage: lra eval RUN_DIR [split=test|val|train] [data_dir=...] [--predictions]")
     run_dir, split = Path(folders[0]), options.get("split", "test")
     if split not in ("train", "val", "test"):
         raise LraError(f"split={split} is not one of train, val, test")

@@ -134,6 +134,26 @@ def test_a_folder_holds_one_run(tmp_path, toy_overrides):
     assert json.loads((tmp_path / "run" / "record.json").read_text())["test"] == first["test"]
     forced = run(tmp_path, [*short, "force=true", f"runs_dir={tmp_path}"], "run2")  # would find ./run
     assert forced["run_dir"] == str(tmp_path / "run2") and forced["test"] == first["test"]
+    # resume= takes the run's own config: this seed=5 is not what it ran with
+    resumed = run(tmp_path, [*short, f"resume={tmp_path / 'run'}", "seed=5"], "unused")
+    assert resumed["run_dir"] == str(tmp_path / "run") and resumed["seed"] == 0
+    assert not (tmp_path / "unused").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["/nonexistent"], "has no checkpoints; give the folder of a run"),
+    ([], "usage: lra eval RUN_DIR"),
+    (["a", "b"], "give one run folder; usage"),
+    (["a", "split=dev"], "split=dev is not one of train, val, test"),
+    (["a", "--predict", "seed=1"], "unknown: seed, --predict; usage"),
+])
+def test_lra_eval_refuses_bad_arguments_in_one_line(args, message, capsys):
+    from lra.cli import main
+
+    assert main(["eval", *args]) == 2
+    captured = capsys.readouterr()
+    output = (captured.err or captured.out).strip()
+    assert message in output and (len(output.splitlines()) == 1 or not args)
 
 
 # The pure steps, the model state they thread, the optimiser groups ------------------
