@@ -392,3 +392,65 @@ def test_eight_devices_train_like_one_and_their_checkpoint_restores_on_one(unint
     assert f"test accuracy {record['test']['accuracy']:.4f} (record: {record['test']['accuracy']:.4f})" in line
     np.testing.assert_array_equal(np.load(run_dir / "predictions-test.npz")["predictions"],
                                   np.load(run_dir / "predictions.npz")["predictions"])
+
+
+class StopAtStep:
+    """A stand-in for StopSignals: 'received' from the `step`-th step of the loop on."""
+
+    name = "SIGTERM"
+
+    def __init__(self, step):
+        self.step, self.seen = step, 0
+
+    @property
+    def received(self):
+        self.seen += 1
+        return signal.SIGTERM if self.seen >= self.step else None
+
+
+class ListTracker:
+    def __init__(self):
+        self.rows = []
+
+    def log(self, step, metrics):
+        self.rows.append((step, metrics))
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_a_stopped_fit_restored_into_a_new_trainer_ends_bit_for_bit_like_one_fit(tmp_path):
+    """The best validation step comes early here (validation labels are the training rule
+    shifted), before the stop: the best parameters and metrics must come back too."""
+    from lra.checkpoint import Checkpoints
+
+    rows = {"train": toy_batch(3, 256), "val": toy_batch(4, 64, shift=1)}
+    cfg = trainer_cfg("trainer.lr=0.01", "trainer.max_steps=40", "trainer.eval_every=2", "trainer.log_every=1")
+
+    def trainer_and_loaders(position=None):
+        tracker = ListTracker()
+        trainer = Trainer(FirstTokenNorm(rngs=nnx.Rngs(0)), cfg, seed=0, tracker=tracker)
+        train = BatchLoader(rows["train"], 32, train=True, seed=0, state=position)
+        return trainer, train, BatchLoader(rows["val"], 32, train=False), tracker
+
+    whole, train, val, whole_rows = trainer_and_loaders()
+    expected = whole.fit(train, val, progress=False)
+    assert 2 <= expected["best_val"]["step"] < 25
+
+    first, train, val, first_rows = trainer_and_loaders()
+    checkpoints = Checkpoints(tmp_path / "ck", {"toy": 1})
+    stopped = first.fit(train, val, progress=False, checkpoints=checkpoints, stop=StopAtStep(25))
+    assert stopped["status"] == "interrupted" and stopped["stopped_by"] == "SIGTERM" and stopped["steps"] == 25
+
+    second, _, val, second_rows = trainer_and_loaders()
+    meta = second.restore(Checkpoints(tmp_path / "ck", {"toy": 1}), hint="")
+    train = BatchLoader(rows["train"], 32, train=True, seed=0, state=meta["loader"])
+    resumed = second.fit(train, val, progress=False)
+    for key in ("status", "stopped_by", "best_val", "steps"):
+        assert resumed[key] == expected[key], key
+    assert first_rows.rows + second_rows.rows == whole_rows.rows
+    for ours, theirs in ((resumed["best_params"], expected["best_params"]), (second.state, whole.state)):
+        assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)))
