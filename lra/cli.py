@@ -58,9 +58,6 @@ def train_usage() -> str:
     )
 
 
-_failures: list[str] = []
-
-
 def _train_job(cfg, run_dir: Path, experiment: str | None) -> str | None:
     """Run one job and print its summary; returns why it did not complete, or None."""
     from lra.run import train_and_record
@@ -80,20 +77,18 @@ def _train_job(cfg, run_dir: Path, experiment: str | None) -> str | None:
     return None if record["status"] == "completed" else f"{run_dir}: {record['status']}"
 
 
-def _hydra_train(cfg) -> None:
-    """The Hydra task function behind `lra train -m`: one job of a sweep."""
+def _sweep_job(cfg) -> str | None:
+    """One job of `lra train -m` (Hydra's task function): why it did not complete, or None."""
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        failure = _train_job(cfg, run_dir, hydra_cfg.runtime.choices.get("experiment"))
+        return _train_job(cfg, run_dir, hydra_cfg.runtime.choices.get("experiment"))
     except LraError as err:  # one bad job must not stop a sweep
         _remove_empty_dirs(run_dir, Path(cfg.runs_dir))
         print(f"lra train: error: {err}", file=sys.stderr)
-        failure = str(err)
-    if failure:
-        _failures.append(failure)
+        return str(err)
 
 
 def _train_single(overrides: list[str]) -> int:
@@ -119,21 +114,25 @@ def _remove_empty_dirs(path: Path, root: Path) -> None:
         path = path.parent
 
 
-# Hydra flags that take the next argument as their value (`--cfg job`, `-p trainer`).
+# Hydra flags that take the next argument as their value (`--cfg job`, `-p trainer`);
+# --info takes one of its topics, or none.
 _VALUED_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                  "--config-dir", "-cd", "--experimental-rerun"}
+_INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 
 
 def split_flags(args: list[str]) -> tuple[list[str], list[str]]:
     """(overrides, Hydra flags with their values) of `lra train`'s arguments."""
     overrides, flags = [], []
-    expects_value = False
+    previous = None
     for arg in args:
-        if expects_value or arg.startswith("-"):
+        is_value = previous in _VALUED_FLAGS or (previous in ("--info", "-i") and arg in _INFO_TOPICS)
+        if is_value or arg.startswith("-"):
             flags.append(arg)
-            expects_value = not expects_value and arg in _VALUED_FLAGS
+            previous = None if is_value else arg
         else:
             overrides.append(arg)
+            previous = None
     return overrides, flags
 
 
@@ -145,24 +144,32 @@ def cmd_train(args: list[str]) -> int:
     check_overrides(overrides)
     if not flags:
         return _train_single(overrides)
-    return _run_hydra(args)  # -m sweeps and Hydra's own flags (--cfg, --info)
+    return _run_hydra([*overrides, *flags])  # -m sweeps and Hydra's flags (--cfg, --info)
 
 
 def _run_hydra(args: list[str]) -> int:
-    import hydra
+    """Hydra's own command line (-m sweeps, --cfg, --info) on `args`, given explicitly.
 
-    app = hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")(
-        _hydra_train
-    )
-    saved = sys.argv
-    sys.argv = ["lra train", *args]
-    _failures.clear()
-    try:
-        app()
-    finally:
-        sys.argv = saved
-    if _failures:
-        print(f"lra train: {len(_failures)} job(s) did not complete", file=sys.stderr)
+    hydra.main reads only sys.argv and drops its task function's return values, so
+    this calls the function hydra.main calls (hydra-core 1.3's `_run_hydra`) with the
+    parsed `args`, and collects each job's failure from its return value.
+    """
+    from hydra._internal.utils import _run_hydra as run_hydra
+    from hydra._internal.utils import get_args_parser
+
+    failures: list[str] = []
+
+    def task(cfg) -> None:
+        failure = _sweep_job(cfg)
+        if failure:
+            failures.append(failure)
+
+    parser = get_args_parser()
+    parser.prog = "lra train"
+    run_hydra(args=parser.parse_args(args), args_parser=parser, task_function=task,
+              config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
+    if failures:
+        print(f"lra train: {len(failures)} job(s) did not complete", file=sys.stderr)
         return 1
     return 0
 

@@ -46,11 +46,14 @@ def check_overrides(overrides: list[str], groups: tuple[str, ...] = GROUPS) -> N
                 )
 
 
-def compose(overrides: list[str], *, config_name: str = "train", hydra: bool = False):
-    """The config `lra <command>` runs with (single run, no sweep).
+def compose(overrides: list[str], *, config_name: str = "train", hydra: bool = False,
+            hint: str = "lra train --cfg job"):
+    """The config `lra <command>` runs with (single run, no sweep): configs/train.yaml
+    for train and data, configs/lra_bench.yaml for bench.
 
     hydra=True keeps the `hydra` node (run folder, group choices) for a caller
-    that runs the job itself instead of through `hydra.main`.
+    that runs the job itself instead of through `hydra.main`; `hint` is where the
+    error message sends the user to see the keys.
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
@@ -64,4 +67,4 @@ def compose(overrides: list[str], *, config_name: str = "train", hydra: bool = F
                                  return_hydra_config=hydra)
     except (HydraException, OmegaConfBaseException) as err:
         first = str(err).strip().splitlines()[0]
-        raise LraError(f"bad configuration: {first} (see the keys with: lra train --cfg job)")
+        raise LraError(f"bad configuration: {first} (see the keys with: {hint})")

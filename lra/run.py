@@ -31,7 +31,7 @@ from lra.records import RECORD, git_commit, package_versions, utc_now, write_rec
 from lra.registry import load_all
 from lra.tasks.base import TaskSpec, get_task
 from lra.tracking import JsonlTracker, Tracker
-from lra.trainer import PRECISIONS, Trainer, check_trainer, peak_memory_bytes
+from lra.trainer import PRECISIONS, Trainer, TrainerConfig, peak_memory_bytes
 
 # The encoder options a config may set: every EncoderConfig field but those the
 # task (vocab_size, max_len) and trainer.precision (dtype) decide.
@@ -62,22 +62,36 @@ def encoder_config(cfg: DictConfig, spec: TaskSpec) -> EncoderConfig:
 
 
 def validate(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig]:
-    """All config-time checks: names, trainer, task and model against the task."""
+    """All config-time checks: seed, names, trainer, task and model against the task."""
+    spec, enc, _ = checked(cfg)
+    return spec, enc
+
+
+def checked(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig, TrainerConfig]:
+    """`validate`, also returning the typed trainer options (what a run uses)."""
     try:
         return _validate(cfg)
     except (ValueError, TypeError) as err:  # e.g. task.seq_len=abc
         raise LraError(f"a config value has the wrong type ({err}); fix the override")
 
 
-def _validate(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig]:
+def check_seed(seed) -> int:
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise LraError(f"seed must be an integer >= 0, got {seed!r}")
+    return seed
+
+
+def _validate(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig, TrainerConfig]:
     load_all()
+    check_seed(cfg.seed)
     task = get_task(cfg.task.name)
     task.check(cfg.task)
-    check_trainer(cfg.trainer)
+    trainer = TrainerConfig.from_config(cfg.trainer)
+    trainer.check_devices(jax.device_count())
     spec = task.spec(cfg.task)
     enc = encoder_config(cfg, spec)
     check_model(cfg.model.name, model_options(cfg), enc)
-    return spec, enc
+    return spec, enc, trainer
 
 
 def build(cfg: DictConfig, spec: TaskSpec, enc: EncoderConfig) -> nnx.Module:
@@ -154,7 +168,7 @@ def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None 
     run_dir = Path(run_dir)
     if cfg.get("resume"):
         run_dir, cfg = Path(cfg.resume), stored_config(cfg.resume, cfg)
-    spec, enc = validate(cfg)
+    spec, enc, trainer_cfg = checked(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     key = fingerprint(config)
     asked, (run_dir, state) = run_dir, choose_run_dir(cfg, run_dir, key)
@@ -172,7 +186,7 @@ def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None 
     def loader(name: str, position: dict | None = None) -> BatchLoader:
         return BatchLoader(
             splits[name],
-            int(cfg.trainer.batch_size if name == "train" else cfg.trainer.eval_batch_size),
+            trainer_cfg.batch_size if name == "train" else trainer_cfg.eval_batch_size,
             train=name == "train",
             seed=seed,
             process_index=jax.process_index(),
@@ -195,14 +209,14 @@ def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None 
         "versions": package_versions(),
         **device_info(),
     }
-    checkpoints = Checkpoints(run_dir / CHECKPOINTS, config, keep=int(cfg.trainer.keep_checkpoints))
+    checkpoints = Checkpoints(run_dir / CHECKPOINTS, config, keep=trainer_cfg.keep_checkpoints)
     with StopSignals() as stop:
         try:
-            trainer = Trainer(build(cfg, spec, enc), cfg.trainer, seed=seed)
+            trainer = Trainer(build(cfg, spec, enc), trainer_cfg, seed=seed)
             record["param_count"] = trainer.param_count
             meta = trainer.restore(checkpoints, hint=f"give a new hydra.run.dir, or resume={run_dir}")
             if meta is not None or state:
-                print(f"lra train: resuming {run_dir} at step {trainer.step} of {cfg.trainer.max_steps}",
+                print(f"lra train: resuming {run_dir} at step {trainer.step} of {trainer_cfg.max_steps}",
                       file=sys.stderr)
             trim_metrics(run_dir / "metrics.jsonl", trainer.step)
             tracker = trainer.tracker = tracker or JsonlTracker(run_dir / "metrics.jsonl")
@@ -284,14 +298,14 @@ def cmd_eval(args: list[str]) -> int:
     if split not in ("train", "val", "test"):
         raise LraError(f"split={split} is not one of train, val, test")
     cfg = stored_config(run_dir, OmegaConf.create({"data_dir": options["data_dir"]}) if "data_dir" in options else None)
-    spec, enc = validate(cfg)
+    spec, enc, trainer_cfg = checked(cfg)
     splits, _ = lra_data.load(cfg.task, cfg.data_dir)
-    trainer = Trainer(build(cfg, spec, enc), cfg.trainer, seed=int(cfg.seed))
+    trainer = Trainer(build(cfg, spec, enc), trainer_cfg, seed=int(cfg.seed))
     checkpoints = Checkpoints(run_dir / CHECKPOINTS, OmegaConf.to_container(cfg, resolve=True), read_only=True)
     if trainer.restore(checkpoints, hint="the run folder was changed by hand") is None:
         raise LraError(f"{run_dir} has no readable checkpoint")
     params, model_state = trainer.best_state or (trainer.state.params, trainer.state.model_state)
-    result = trainer.evaluate(params, model_state, BatchLoader(splits[split], int(cfg.trainer.eval_batch_size),
+    result = trainer.evaluate(params, model_state, BatchLoader(splits[split], trainer_cfg.eval_batch_size,
                               train=False), keep_predictions="--predictions" in flags)
     recorded = ""
     if split == "test" and (run_dir / RECORD).exists():
