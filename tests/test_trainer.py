@@ -338,7 +338,8 @@ CHILD = Path(__file__).with_name("stopping_child.py")
 def lra_train(args, stops="", cache=None, devices=1):
     """`lra train ARGS` in a subprocess that signals itself at `stops` (stopping_child.py)."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "LRA_TEST_STOPS": stops,
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} "
+                        "--xla_backend_optimization_level=0"}  # as conftest's fast_compile
     if cache:  # the same compiled steps for every process: seconds, not tens of seconds, each
         env.update(JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     return subprocess.run([sys.executable, str(CHILD), *args], env=env, capture_output=True, text=True,
