@@ -26,6 +26,7 @@ def usage() -> str:
             "commands:",
             "  train [overrides]     train, evaluate and write a run record (Hydra; -m to sweep)",
             "  sweep [tasks= models= seeds=] the task x model x seed matrix, resumable (skips completed runs)",
+            "  eval RUN_DIR [split=test] [--predictions]  evaluate a run's checkpoint, no training",
             "  leaderboard           leaderboard (csv, md, html, png) from run records (--out results)",
             "  plot RUN_DIR...       loss and accuracy curves of runs (--out file.png)",
             "  data prepare|info|verify  prepare, list and check data caches",
@@ -63,12 +64,16 @@ def _train_job(cfg, run_dir: Path, experiment: str | None) -> str | None:
     from lra.run import train_and_record
 
     record = train_and_record(cfg, run_dir, progress=bool(cfg.progress), experiment=experiment)
-    test, val = record.get("test", {}), record.get("best_val", {})
+    test, val = record.get("test") or {}, record.get("best_val") or {}
+
+    def accuracy(result):  # absent when the run was not tested or never evaluated
+        return "n/a" if result.get("accuracy") is None else f"{result['accuracy']:.4f}"
+
     print(
         f"{record['status']}: {record['task']}/{record['model']} seed {record['seed']} "
-        f"test accuracy {test.get('accuracy', float('nan')):.4f} "
-        f"(best val {val.get('accuracy', float('nan')):.4f} at step {val.get('step')}) "
-        f"-> {run_dir / 'record.json'}"
+        f"test accuracy {accuracy(test)} "
+        f"(best val {accuracy(val)} at step {val.get('step')}) "
+        f"-> {Path(record['run_dir']) / 'record.json'}"
     )
     return None if record["status"] == "completed" else f"{run_dir}: {record['status']}"
 
@@ -212,8 +217,14 @@ def cmd_bench(args: list[str]) -> int:
     return bench_main(args)
 
 
-COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "leaderboard": cmd_leaderboard, "data": cmd_data,
-            "bench": cmd_bench, "plot": cmd_plot}
+def cmd_eval(args: list[str]) -> int:
+    from lra.run import cmd_eval as eval_main
+
+    return eval_main(args)
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "leaderboard": cmd_leaderboard,
+            "data": cmd_data, "bench": cmd_bench, "plot": cmd_plot}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Protocol
 
 
 class Tracker(Protocol):
     def log(self, step: int, metrics: dict[str, float]) -> None: ...
+
+    def flush(self) -> None: ...  # on disk now: a checkpoint is about to say so
 
     def close(self) -> None: ...
 
@@ -22,6 +25,9 @@ class NoOpTracker:
     """For tests and dry runs."""
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def flush(self) -> None:
         pass
 
     def close(self) -> None:
@@ -40,6 +46,10 @@ class JsonlTracker:
             value = float(value)
             row[key] = value if math.isfinite(value) else str(value)
         self.handle.write(json.dumps(row) + "\n")
+
+    def flush(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
 
     def close(self) -> None:
         self.handle.flush()

@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,9 @@ from tqdm.auto import tqdm
 from lra.errors import LraError
 from lra.loader import BatchLoader
 from lra.tracking import NoOpTracker, Tracker
+
+if TYPE_CHECKING:  # orbax is imported by runs that checkpoint, not by every user of the steps
+    from lra.checkpoint import Checkpoints, StopSignals
 
 SCHEDULES = ("rsqrt", "cosine", "constant")
 PRECISIONS = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
@@ -128,16 +131,19 @@ class TrainerConfig:
     b2: float = 0.98
     eps: float = 1e-9
     grad_clip: float | None = None  # global-norm clipping; null or 0 = none (LRA did not clip)
-    max_seconds: float | None = None  # wall-clock budget, checked at evaluations
+    max_seconds: float | None = None  # wall-clock budget, checked at evaluations: then interrupted
+    checkpoint_every: int | None = None  # steps between checkpoints; null = at each evaluation
+    keep_checkpoints: int = 2      # newest checkpoints kept, besides the best validation one
     precision: str = "fp32"        # one of PRECISIONS (compute dtype; parameters stay fp32)
 
     def __post_init__(self):
         if self.eval_batch_size is None:
             object.__setattr__(self, "eval_batch_size", self.batch_size)
-        for name in ("max_steps", "batch_size", "eval_batch_size", "eval_every", "log_every"):
+        for name in ("max_steps", "batch_size", "eval_batch_size", "eval_every", "log_every",
+                     "keep_checkpoints"):
             value = self._int(name)
             self._require(name, _integer(value) and value > 0, "a positive integer")
-        for name in ("eval_batches", "cycle_steps"):
+        for name in ("eval_batches", "cycle_steps", "checkpoint_every"):
             value = self._int(name)
             self._require(name, value is None or (_integer(value) and value > 0),
                           "a positive integer or null")
@@ -191,7 +197,7 @@ class TrainerConfig:
         return dataclasses.replace(
             self, **{name: getattr(defaults, name) for name in (
                 "batch_size", "eval_batch_size", "eval_every", "eval_batches", "log_every",
-                "max_seconds", "precision", "max_steps")},
+                "max_seconds", "checkpoint_every", "keep_checkpoints", "precision", "max_steps")},
             cycle_steps=(self.cycle_steps or self.max_steps) if cosine else None)
 
     def check_devices(self, devices: int) -> None:
@@ -311,6 +317,41 @@ class Trainer:
         self.step = 0  # steps taken; with `state` and the loader position, a resumable point
         self._train_step = functools.partial(train_step_jit, self.graphdef, cfg.step_options())
         self._eval_step = functools.partial(eval_step_jit, self.graphdef)
+        # What else the loop carries from step to step (and a checkpoint with it):
+        self.best = {"accuracy": None, "loss": None, "step": 0}  # best validation so far
+        self.best_state: tuple[Any, Any] | None = None  # its (params, model_state)
+        self.last_finite_loss: float | None = None
+        self.totals = {"train_seconds": 0.0, "compile_seconds": 0.0, "examples": 0}
+        self.resumed_at: list[int] = []  # steps at which earlier slots stopped
+
+    # Checkpoints ---------------------------------------------------------------
+
+    def _checkpoint_tree(self) -> dict[str, Any]:
+        params, model_state = self.best_state or (self.state.params, self.state.model_state)
+        return {"train": self.state, "best": {"params": params, "model_state": model_state},
+                "dropout_key": self.dropout_key}
+
+    def save(self, checkpoints: Checkpoints, train: BatchLoader, *, wait: bool) -> None:
+        """Checkpoint everything the loop needs to go on as if it had never stopped."""
+        self.tracker.flush()  # the metrics up to this step are on disk before the checkpoint
+        meta = {"loader": train.state(), "best_val": self.best, "last_finite_loss": self.last_finite_loss,
+                "totals": self.totals, "resumed_at": self.resumed_at}
+        checkpoints.save(self.step, self._checkpoint_tree(), meta, best_step=self.best["step"] or None,
+                         wait=wait)
+
+    def restore(self, checkpoints: Checkpoints, *, hint: str) -> dict[str, Any] | None:
+        """Carry on from the newest good checkpoint; its meta (loader position...), or None."""
+        restored = checkpoints.restore(self._checkpoint_tree(), hint=hint)
+        if restored is None:
+            return None
+        tree, meta = restored.state, restored.meta
+        self.state, self.dropout_key, self.step = tree["train"], tree["dropout_key"], restored.step
+        self.best = meta["best_val"]
+        self.best_state = (tree["best"]["params"], tree["best"]["model_state"]) if self.best["step"] else None
+        self.last_finite_loss = meta["last_finite_loss"]
+        self.totals = meta["totals"]
+        self.resumed_at = [*meta["resumed_at"], restored.step]
+        return meta
 
     # Loops -------------------------------------------------------------------
 
@@ -345,75 +386,86 @@ class Trainer:
             result["labels"] = np.concatenate(labels) if labels else np.zeros(0)
         return result
 
-    def fit(self, train: BatchLoader, val: BatchLoader, *, progress: bool = True) -> dict[str, Any]:
-        """Train for max_steps, evaluating on `val` every eval_every steps.
+    def fit(self, train: BatchLoader, val: BatchLoader, *, progress: bool = True,
+            checkpoints: Checkpoints | None = None, stop: StopSignals | None = None) -> dict[str, Any]:
+        """Train from `self.step` to max_steps, evaluating on `val` every eval_every steps.
 
-        Returns the best validation result, its parameters and model state (what
-        the test is run with), the status and timing.
+        With `checkpoints`, saves every checkpoint_every steps (default: at each
+        evaluation; asynchronously, which cannot change results) and at the end.
+        Stops early, status `interrupted` with a checkpoint, at the first
+        evaluation past max_seconds or at the first step after a signal (`stop`);
+        status `diverged` at the first non-finite loss. Returns the best
+        validation result, its parameters and model state (what the test is run
+        with), the status and timing.
         """
         cfg = self.cfg
         max_steps = int(cfg.max_steps)
-        best = {"accuracy": -1.0, "loss": math.inf, "step": 0}
-        best_params = best_model_state = None
-        status, stopped_by = "completed", "max_steps"
+        every = cfg.checkpoint_every or cfg.eval_every
+        status, stopped_by, diverged = "completed", "max_steps", None
         budget = float(cfg.max_seconds) if cfg.max_seconds else math.inf
         started = time.perf_counter()
-        last_loss = math.nan
-        bar = tqdm(total=max_steps, disable=not progress, dynamic_ncols=True, leave=True)
+        bar = tqdm(total=max_steps, initial=self.step, disable=not progress, dynamic_ncols=True, leave=True)
         train_iter = iter(train)
-        train_seconds, examples, pending = 0.0, 0, []
+        first, pending = self.step, []
         tick = time.perf_counter()
-        compile_seconds = 0.0
         for step in range(self.step, max_steps):
             batch = self.shard(next(train_iter))
             self.state, metrics = self._train_step(self.state, step, batch, self.dropout_key)
             self.step = step + 1
-            if step == 0:  # the first call compiles; keep it out of the throughput
+            if step == first:  # the first call compiles; keep it out of the throughput
                 jax.block_until_ready(metrics)
-                compile_seconds = time.perf_counter() - tick
+                self.totals["compile_seconds"] += time.perf_counter() - tick
                 tick = time.perf_counter()
+            else:
+                self.totals["examples"] += int(cfg.batch_size)
             pending.append((step + 1, metrics))
-            examples += int(cfg.batch_size) if step > 0 else 0
             at_eval = (step + 1) % int(cfg.eval_every) == 0 or step + 1 == max_steps
-            if at_eval or len(pending) >= int(cfg.log_every):
+            at_checkpoint = checkpoints is not None and ((step + 1) % every == 0 or step + 1 == max_steps)
+            stopping = stop is not None and stop.received is not None
+            if at_eval or at_checkpoint or stopping or len(pending) >= int(cfg.log_every):
                 rows = [(s, {k: float(v) for k, v in m.items()}) for s, m in jax.device_get(pending)]
                 pending = []
                 for s, row in rows:
                     self.tracker.log(s, {f"train/{k}": v for k, v in row.items()})
+                    if diverged is None and math.isfinite(row["loss"]):
+                        self.last_finite_loss = row["loss"]
+                    elif diverged is None:
+                        diverged = {"step": s, "last_finite_loss": self.last_finite_loss}
                 recent = rows[-1][1]
-                last_loss = recent["loss"]
                 bar.set_postfix(loss=f"{recent['loss']:.3f}", acc=f"{recent['accuracy']:.3f}")
                 bar.update(len(rows))
-                if not all(math.isfinite(row["loss"]) for _, row in rows):
-                    status = "diverged"
+                if diverged:
+                    status = stopped_by = "diverged"
                     break
             if at_eval:
-                train_seconds += time.perf_counter() - tick
+                self.totals["train_seconds"] += time.perf_counter() - tick
                 result = self.evaluate(self.state.params, self.state.model_state, val, cfg.eval_batches)
                 self.tracker.log(step + 1, {"val/loss": result["loss"], "val/accuracy": result["accuracy"]})
-                if result["accuracy"] > best["accuracy"]:
-                    best = {"accuracy": result["accuracy"], "loss": result["loss"], "step": step + 1}
-                    best_params, best_model_state = jax.tree.map(
-                        jnp.copy, (self.state.params, self.state.model_state))
-                bar.set_postfix(loss=f"{last_loss:.3f}", val_acc=f"{result['accuracy']:.3f}")
+                if self.best["accuracy"] is None or result["accuracy"] > self.best["accuracy"]:
+                    self.best = {"accuracy": result["accuracy"], "loss": result["loss"], "step": step + 1}
+                    self.best_state = jax.tree.map(jnp.copy, (self.state.params, self.state.model_state))
+                bar.set_postfix(loss=f"{recent['loss']:.3f}", val_acc=f"{result['accuracy']:.3f}")
                 tick = time.perf_counter()
-                if time.perf_counter() - started > budget:
-                    stopped_by = "max_seconds"
-                    break
+                if time.perf_counter() - started > budget and step + 1 < max_steps:
+                    status, stopped_by = "interrupted", "max_seconds"
+            if stopping:
+                status, stopped_by = "interrupted", stop.name
+            if checkpoints is not None and (at_checkpoint or status == "interrupted"):
+                self.save(checkpoints, train, wait=status == "interrupted")
+            if status == "interrupted":
+                break
         bar.close()
-        steps_done = self.step
-        if best_params is None:
-            best_params, best_model_state = self.state.params, self.state.model_state
+        best_params, best_model_state = self.best_state or (self.state.params, self.state.model_state)
         return {
             "status": status,
-            "stopped_by": stopped_by if status == "completed" else status,
-            "best_val": best,
+            "stopped_by": stopped_by,
+            "diverged": diverged,
+            "best_val": dict(self.best),
             "best_params": best_params,
             "best_model_state": best_model_state,
-            "steps": steps_done,
-            "train_seconds": train_seconds,
-            "compile_seconds": compile_seconds,
-            "examples": examples,
+            "steps": self.step,
+            "resumed_at": list(self.resumed_at),
+            **self.totals,
         }
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import compose_config
+from conftest import TINY, compose_config
 from lra.errors import LraError
 from lra.run import train_and_record
 from lra.trainer import TrainerConfig, make_schedule
@@ -92,10 +92,23 @@ def test_same_seed_gives_the_same_run_on_cpu(tmp_path, toy_overrides):
     assert a["test"]["loss"] != c["test"]["loss"]
 
 
-def test_a_diverging_run_is_recorded_as_diverged(tmp_path, toy_overrides):
-    record = run(tmp_path, [*toy_overrides, "trainer.lr=1e30", "trainer.max_steps=30"])
-    assert record["status"] == "diverged"
-    assert json.loads((tmp_path / "run" / "record.json").read_text())["status"] == "diverged"
+def strict_json(path):
+    """The file's JSON, refusing the bare NaN/Infinity that strict parsers reject."""
+    def refuse(constant):
+        raise ValueError(f"{path.name} holds a bare {constant}")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_a_diverging_run_is_recorded_as_diverged_with_its_step_and_last_finite_loss(tmp_path, toy_overrides):
+    record = run(tmp_path, [*toy_overrides, "trainer.lr=1e30", "trainer.max_steps=30", "trainer.log_every=1"])
+    saved = strict_json(tmp_path / "run" / "record.json")
+    assert record["status"] == saved["status"] == "diverged" and saved["stopped_by"] == "diverged"
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]
+    first_bad = next(step for step, loss in losses if not np.isfinite(float(loss)))
+    last_finite = [loss for step, loss in losses if step < first_bad][-1]
+    assert saved["diverged"] == {"step": first_bad, "last_finite_loss": last_finite}
+    assert saved["steps"] == first_bad and "test" not in saved  # not tested: the leaderboard skips it
 
 
 def test_bf16_precision_trains(tmp_path, toy_overrides):
@@ -103,21 +116,67 @@ def test_bf16_precision_trains(tmp_path, toy_overrides):
     assert record["status"] == "completed" and np.isfinite(record["test"]["loss"])
 
 
-def test_a_time_budget_stops_at_the_next_evaluation(tmp_path, toy_overrides):
-    record = run(tmp_path, [*toy_overrides, "trainer.max_seconds=0.001"])
-    assert record["status"] == "completed" and record["stopped_by"] == "max_seconds"
-    assert record["steps"] == 30  # the first evaluation (eval_every=30), not max_steps=60
+def metrics_rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_a_second_run_cannot_write_into_a_folder_another_run_holds(tmp_path, toy_overrides):
+RESULT = ("status", "steps", "stopped_by", "best_val", "test")
+
+
+def test_a_run_stopped_by_its_time_budget_is_interrupted_and_a_rerun_finishes_it_exactly(tmp_path, toy_overrides):
+    """Two slots of GPU time make one run: the rerun of the same command (same runs_dir,
+    any time budget) finds the interrupted run and carries it on to max_steps."""
+    short = [*toy_overrides, "trainer.max_steps=20", "trainer.eval_every=5", "encoder.dropout=0.1"]
+    whole = run(tmp_path, short, "whole")
+    first = run(tmp_path, [*short, "trainer.max_seconds=0.001"], "runs/slot1")
+    assert first["status"] == "interrupted" and first["stopped_by"] == "max_seconds"
+    assert first["steps"] == 5 and "accuracy" in first["test"]  # the first evaluation; a provisional test
+    assert (tmp_path / "runs/slot1/checkpoints/5").is_dir()
+    second = run(tmp_path, short, "runs/slot2")  # a new folder is asked for: the old run is found
+    assert second["run_dir"] == str(tmp_path / "runs/slot1") and not (tmp_path / "runs/slot2").exists()
+    assert second["resumed_at"] == [5]
+    assert {k: second[k] for k in RESULT} == {k: whole[k] for k in RESULT}
+    assert metrics_rows(tmp_path / "runs/slot1") == metrics_rows(tmp_path / "whole")
+    saved = np.load(tmp_path / "runs/slot1/predictions.npz")
+    np.testing.assert_array_equal(saved["predictions"], np.load(tmp_path / "whole/predictions.npz")["predictions"])
+    # finished: rerunning the command changes nothing
+    again = run(tmp_path, short, "runs/slot3")
+    assert again == strict_json(tmp_path / "runs/slot1/record.json") and not (tmp_path / "runs/slot3").exists()
+
+
+def test_a_folder_holds_one_run(tmp_path, toy_overrides):
     short = [*toy_overrides, "trainer.max_steps=10", "trainer.eval_every=10"]
     first = run(tmp_path, short)
     metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
-    with pytest.raises(LraError, match="belongs to another run"):
-        run(tmp_path, short)
+    assert run(tmp_path, short) == strict_json(tmp_path / "run" / "record.json")  # finished: not rerun
+    with pytest.raises(LraError, match="holds a run of another configuration"):
+        run(tmp_path, [*short, "seed=1"])
+    with pytest.raises(LraError, match="force=true starts a new run, but .* holds one"):
+        run(tmp_path, [*short, "force=true"])
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == metrics  # untouched
     assert json.loads((tmp_path / "run" / "record.json").read_text())["test"] == first["test"]
+    forced = run(tmp_path, [*short, "force=true", f"runs_dir={tmp_path}"], "run2")  # would find ./run
+    assert forced["run_dir"] == str(tmp_path / "run2") and forced["test"] == first["test"]
+    # resume= takes the run's own config: this seed=5 is not what it ran with
+    resumed = run(tmp_path, [*short, f"resume={tmp_path / 'run'}", "seed=5"], "unused")
+    assert resumed["run_dir"] == str(tmp_path / "run") and resumed["seed"] == 0
+    assert not (tmp_path / "unused").exists()
 
+
+@pytest.mark.parametrize("args, message", [
+    (["/nonexistent"], "has no checkpoints; give the folder of a run"),
+    ([], "usage: lra eval RUN_DIR"),
+    (["a", "b"], "give one run folder; usage"),
+    (["a", "split=dev"], "split=dev is not one of train, val, test"),
+    (["a", "--predict", "seed=1"], "unknown: seed, --predict; usage"),
+])
+def test_lra_eval_refuses_bad_arguments_in_one_line(args, message, capsys):
+    from lra.cli import main
+
+    assert main(["eval", *args]) == 2
+    captured = capsys.readouterr()
+    output = (captured.err or captured.out).strip()
+    assert message in output and (len(output.splitlines()) == 1 or not args)
 
 
 # The pure steps, the model state they thread, the optimiser groups ------------------
@@ -263,6 +322,168 @@ def test_encoder_options_are_the_encoder_config_fields_and_missing_ones_take_its
         cfg.encoder["nosuch"] = 1
     with pytest.raises(LraError, match="nosuch"):
         encoder_config(cfg, spec)
+
+
+# Killed, signalled, resumed: the final result is the uninterrupted run's ----------
+
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+CHILD = Path(__file__).with_name("stopping_child.py")
+
+
+def lra_train(args, stops="", cache=None, devices=1):
+    """`lra train ARGS` in a subprocess that signals itself at `stops` (stopping_child.py)."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "LRA_TEST_STOPS": stops,
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} "
+                        "--xla_backend_optimization_level=0"}  # as conftest's fast_compile
+    if cache:  # the same compiled steps for every process: seconds, not tens of seconds, each
+        env.update(JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    return subprocess.run([sys.executable, str(CHILD), *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def child_overrides(tmp_path, runs):
+    return ["task=listops", "task.name=toy_first_token", "task.seq_len=12", "task.data={seed: 0}",
+            *TINY, "encoder.dropout=0.1", "trainer.batch_size=32", "trainer.max_steps=24",
+            "trainer.eval_every=6", "trainer.eval_batches=null", "trainer.lr=0.005",
+            "trainer.schedule=constant", "trainer.warmup_steps=0", "progress=false",
+            f"data_dir={tmp_path / 'data'}", f"runs_dir={tmp_path / runs}"]
+
+
+def only_run(runs: Path) -> Path:
+    (folder,) = [p.parent for p in runs.rglob(".claimed")]
+    return folder
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """One uninterrupted 1-device run in a subprocess: (its folder, the shared folder)."""
+    shared = tmp_path_factory.mktemp("resume")
+    whole = lra_train(child_overrides(shared, "whole"), cache=shared / "jax-cache")
+    assert whole.returncode == 0, whole.stderr
+    return only_run(shared / "whole"), shared
+
+
+def test_killed_and_signalled_runs_resume_to_the_uninterrupted_result(uninterrupted):
+    reference, tmp_path = uninterrupted
+    cache = tmp_path / "jax-cache"
+    args = child_overrides(tmp_path, "runs")
+
+    killed = lra_train(args, "KILL@save:2", cache)  # checkpoint 6 written, killed writing 12
+    assert killed.returncode == -signal.SIGKILL
+    run_dir = only_run(tmp_path / "runs")
+    assert [p.name for p in (run_dir / "checkpoints").iterdir() if "tmp" in p.name]  # cut short
+
+    killed = lra_train(args, "KILL@eval:1", cache)  # resumes at 6, killed evaluating 12
+    assert killed.returncode == -signal.SIGKILL
+    assert f"resuming {run_dir} at step 6 of 24" in killed.stderr
+
+    stopped = lra_train(args, "TERM@train:9", cache)  # resumes at 6, saves 12; SIGTERM during step 15
+    assert stopped.returncode == 1 and "Traceback" not in stopped.stderr + stopped.stdout
+    assert stopped.stdout.strip().startswith("interrupted: toy_first_token/transformer seed 0")
+    record = strict_json(run_dir / "record.json")
+    assert record["status"] == "interrupted" and record["stopped_by"] == "SIGTERM" and record["steps"] == 15
+
+    twice = lra_train(args, "TERM@train:2,TERM@save:1", cache)  # a second SIGTERM while saving 17
+    assert twice.returncode == 128 + signal.SIGTERM and "Traceback" not in twice.stderr
+    assert strict_json(run_dir / "record.json") == record  # the last good record, untouched
+
+    final = lra_train(args, cache=cache)
+    assert final.returncode == 0, final.stderr
+    assert f"resuming {run_dir} at step 15 of 24" in final.stderr  # 17 was never completed
+    ours, theirs = strict_json(run_dir / "record.json"), strict_json(reference / "record.json")
+    assert {k: ours[k] for k in RESULT} == {k: theirs[k] for k in RESULT}
+    assert ours["resumed_at"] == [6, 15]  # the slots that left a checkpoint
+    assert metrics_rows(run_dir) == metrics_rows(reference)
+    np.testing.assert_array_equal(np.load(run_dir / "predictions.npz")["predictions"],
+                                  np.load(reference / "predictions.npz")["predictions"])
+
+
+def test_eight_devices_train_like_one_and_their_checkpoint_restores_on_one(uninterrupted, capsys):
+    reference, tmp_path = uninterrupted
+    eight = lra_train(child_overrides(tmp_path, "eight"), devices=8)
+    assert eight.returncode == 0, eight.stderr
+    run_dir = only_run(tmp_path / "eight")
+    record = strict_json(run_dir / "record.json")
+    assert record["device_count"] == 8 and strict_json(reference / "record.json")["device_count"] == 1
+    ours = [r["train/loss"] for r in metrics_rows(run_dir) if "train/loss" in r]
+    theirs = [r["train/loss"] for r in metrics_rows(reference) if "train/loss" in r]
+    assert len(ours) == 24
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)  # float sums in another order, no more
+    from lra.cli import main
+
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--predictions"]) == 0  # this process has one device
+    line = capsys.readouterr().out.strip()
+    assert f"test accuracy {record['test']['accuracy']:.4f} (record: {record['test']['accuracy']:.4f})" in line
+    np.testing.assert_array_equal(np.load(run_dir / "predictions-test.npz")["predictions"],
+                                  np.load(run_dir / "predictions.npz")["predictions"])
+
+
+class StopAtStep:
+    """A stand-in for StopSignals: 'received' from the `step`-th step of the loop on."""
+
+    name = "SIGTERM"
+
+    def __init__(self, step):
+        self.step, self.seen = step, 0
+
+    @property
+    def received(self):
+        self.seen += 1
+        return signal.SIGTERM if self.seen >= self.step else None
+
+
+class ListTracker:
+    def __init__(self):
+        self.rows = []
+
+    def log(self, step, metrics):
+        self.rows.append((step, metrics))
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_a_stopped_fit_restored_into_a_new_trainer_ends_bit_for_bit_like_one_fit(tmp_path):
+    """The best validation step comes early here (validation labels are the training rule
+    shifted), before the stop: the best parameters and metrics must come back too."""
+    from lra.checkpoint import Checkpoints
+
+    rows = {"train": toy_batch(3, 256), "val": toy_batch(4, 64, shift=1)}
+    cfg = trainer_cfg("trainer.lr=0.01", "trainer.max_steps=40", "trainer.eval_every=2", "trainer.log_every=1")
+
+    def trainer_and_loaders(position=None):
+        tracker = ListTracker()
+        trainer = Trainer(FirstTokenNorm(rngs=nnx.Rngs(0)), cfg, seed=0, tracker=tracker)
+        train = BatchLoader(rows["train"], 32, train=True, seed=0, state=position)
+        return trainer, train, BatchLoader(rows["val"], 32, train=False), tracker
+
+    whole, train, val, whole_rows = trainer_and_loaders()
+    expected = whole.fit(train, val, progress=False)
+    assert 2 <= expected["best_val"]["step"] < 25
+
+    first, train, val, first_rows = trainer_and_loaders()
+    checkpoints = Checkpoints(tmp_path / "ck", {"toy": 1})
+    stopped = first.fit(train, val, progress=False, checkpoints=checkpoints, stop=StopAtStep(25))
+    assert stopped["status"] == "interrupted" and stopped["stopped_by"] == "SIGTERM" and stopped["steps"] == 25
+
+    second, _, val, second_rows = trainer_and_loaders()
+    meta = second.restore(Checkpoints(tmp_path / "ck", {"toy": 1}), hint="")
+    train = BatchLoader(rows["train"], 32, train=True, seed=0, state=meta["loader"])
+    resumed = second.fit(train, val, progress=False)
+    for key in ("status", "stopped_by", "best_val", "steps"):
+        assert resumed[key] == expected[key], key
+    assert first_rows.rows + second_rows.rows == whole_rows.rows
+    for ours, theirs in ((resumed["best_params"], expected["best_params"]), (second.state, whole.state)):
+        assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)))
 
 
 def test_step_options_keep_exactly_what_the_step_depends_on():
