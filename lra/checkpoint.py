@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import hashlib
 import json
 import os
 import signal
@@ -38,45 +37,18 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from lra.errors import LraError
+from lra.records import config_hash, result_settings
 
 FORMAT_VERSION = 1
 CHECKPOINTS = "checkpoints"  # the folder inside a run folder
-# Settings that cannot change what a run computes: where files go, how it is
-# watched, when it stops for the wall clock, how often it checkpoints, how many
-# processes generate the data. Everything else is in the fingerprint.
-NOT_RESULTS = (
-    "progress", "runs_dir", "data_dir", "resume", "force",
-    "trainer.max_seconds", "trainer.log_every", "trainer.checkpoint_every",
-    "trainer.keep_checkpoints", "task.data.workers", "task.data.path",
-)
 # Named first when two configurations differ, as a person names a run.
 FIRST_NAMED = {"task.name": "task", "model.name": "model", "seed": "seed"}
 
 
-def flatten(config: Mapping, prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def result_settings(config: Mapping) -> dict[str, Any]:
-    """The settings of a resolved config that can change a run's results."""
-    def ignored(name: str) -> bool:
-        return any(name == key or name.startswith(key + ".") for key in NOT_RESULTS)
-
-    return {k: v for k, v in sorted(flatten(config).items()) if not ignored(k)}
-
-
 def fingerprint(config: Mapping) -> str:
-    """A short hash of `result_settings(config)`: equal iff the settings are equal."""
-    text = json.dumps(result_settings(config), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """The run's identity (its result settings, seed included): a checkpoint is
+    resumed only by the run that wrote it."""
+    return config_hash(dict(config), seed=True)
 
 
 def describe_difference(saved: Mapping[str, Any], current: Mapping[str, Any]) -> tuple[str, str]:

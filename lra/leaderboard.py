@@ -51,7 +51,7 @@ BASELINE_PREFIX = "baseline_"  # reference rows (majority class, ...) written by
 # How it was executed: part of the row identity (a bf16 row is not an fp32 row), shown in
 # the columns, but not a departure from the task's reference configuration.
 EXECUTION = ("trainer.precision", "model.implementation", "trainer.eval_batch_size",
-             "trainer.log_every", "task.data.source", "task.data.val_split")
+             "task.data.source", "task.data.val_split")
 DEFAULT_REFERENCE_DIR = Path(__file__).resolve().parents[1] / "results" / "reference"
 
 CSV_COLUMNS = (
@@ -128,7 +128,7 @@ def departures(record: RunRecord, reference_of=reference_config) -> list[str]:
     reference = reference_of(record.task, record.model)
     if reference is None:
         return [f"no reference configuration for {record.task}/{record.model}"]
-    ignored = set(RUN_LOCAL) | set(EXECUTION)
+    ignored = set(RUN_LOCAL) | {"seed"} | set(EXECUTION)
     found = []
     # A key the record lacks predates the record (older code): not counted as a departure.
     for key, value in sorted(flatten(record.config).items()):

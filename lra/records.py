@@ -166,12 +166,18 @@ def git_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
-# Where and how a run was made, not what it computed: left out of a configuration's identity.
-RUN_LOCAL = ("seed", "runs_dir", "data_dir", "progress", "trainer.max_seconds",
-             "task.data.path", "task.data.workers")
+# Settings that cannot change what a run computes: where files go, how it is watched,
+# when it stops for the wall clock, how often it checkpoints, how many processes
+# generate the data. Everything else (the seed included) decides a run's results.
+RUN_LOCAL = (
+    "progress", "runs_dir", "data_dir", "resume", "force",
+    "trainer.max_seconds", "trainer.log_every", "trainer.checkpoint_every",
+    "trainer.keep_checkpoints", "task.data.workers", "task.data.path",
+)
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
@@ -182,15 +188,25 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def config_hash(config: dict) -> str:
-    """The identity of a resolved run config, seed and RUN_LOCAL keys left out.
+def result_settings(config: dict, *, seed: bool = True) -> dict[str, Any]:
+    """The flattened settings of a resolved config that can change a run's results."""
+    def ignored(name: str) -> bool:
+        return any(name == key or name.startswith(key + ".") for key in RUN_LOCAL) or (
+            not seed and name == "seed")
 
-    Runs with the same hash are seeds of one configuration: the leaderboard groups
-    them into one row, and `lra sweep` skips a job whose hash already completed (a
-    time budget is left out, so a run made of several time-limited slots is one run).
+    return {k: v for k, v in sorted(flatten(config).items()) if not ignored(k)}
+
+
+def config_hash(config: dict, *, seed: bool = False) -> str:
+    """A short hash of `result_settings`: equal iff those settings are equal.
+
+    Without the seed it names a configuration: the leaderboard groups its seeds into
+    one row, and `lra sweep` skips a job whose configuration and seed completed. With
+    the seed it names one run: a checkpoint is resumed only by the run it belongs to.
+    A time budget is left out, so a run made of several time-limited slots is one run.
     """
-    identity = {k: v for k, v in flatten(config).items() if k not in RUN_LOCAL}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    text = json.dumps(result_settings(config, seed=seed), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def utc_now() -> str:

@@ -21,13 +21,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from lra import data as lra_data
 from lra.checkpoint import (
-    CHECKPOINTS, CLAIM, NOT_RESULTS, Checkpoints, Claim, StopSignals, find_run, fingerprint, read_claim,
+    CHECKPOINTS, CLAIM, Checkpoints, Claim, StopSignals, find_run, fingerprint, read_claim,
     run_state, trim_metrics,
 )
 from lra.errors import LraError
 from lra.loader import BatchLoader
 from lra.models import EncoderConfig, build_model, check_model
-from lra.records import RECORD, git_commit, package_versions, utc_now, write_record
+from lra.records import RECORD, RUN_LOCAL, git_commit, package_versions, utc_now, write_record
 from lra.registry import load_all
 from lra.tasks.base import TaskSpec, get_task
 from lra.tracking import JsonlTracker, Tracker
@@ -118,7 +118,7 @@ def device_info() -> dict[str, Any]:
 
 def stored_config(run_dir: Path, cfg: DictConfig | None = None) -> DictConfig:
     """The config a run folder's newest checkpoint was made with; the settings that
-    cannot change results (NOT_RESULTS: max_seconds, progress, data_dir...) are
+    cannot change results (RUN_LOCAL: max_seconds, progress, data_dir...) are
     taken from `cfg`, this command's config, where it has them."""
     folder = Path(run_dir) / CHECKPOINTS
     if not folder.is_dir():
@@ -127,7 +127,7 @@ def stored_config(run_dir: Path, cfg: DictConfig | None = None) -> DictConfig:
     if meta is None:
         raise LraError(f"{run_dir} has no readable checkpoint")
     stored = OmegaConf.create(meta["config"])
-    for key in NOT_RESULTS if cfg is not None else ():
+    for key in RUN_LOCAL if cfg is not None else ():
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None:
             OmegaConf.update(stored, key, value, force_add=True)

@@ -21,8 +21,9 @@ from flax import nnx
 
 from lra.checkpoint import (
     CLAIM, Checkpoints, Claim, claim_is_live, describe_difference, find_run, fingerprint, read_claim,
-    result_settings, trim_metrics,
+    trim_metrics,
 )
+from lra.records import result_settings
 from lra.errors import LraError
 from lra.models import EncoderConfig, build_model
 

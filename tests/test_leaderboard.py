@@ -16,7 +16,8 @@ import pytest
 
 from lra import stats
 from lra.cli import main as lra_main
-from lra.leaderboard import build, flatten, lra_averages, write_leaderboard
+from lra.leaderboard import build, lra_averages, write_leaderboard
+from lra.records import flatten
 from lra.records import write_record
 
 GOLDEN = Path(__file__).parent / "golden"
