@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import resources
+from importlib import import_module, resources
 from pathlib import Path
 
 from lra.errors import LraError
@@ -41,6 +41,8 @@ def usage() -> str:
             "  leaderboard           build results/leaderboard.csv and .md from run records",
             "  data prepare|info|verify  prepare, list and check data caches",
             "  bench [key=value]     speed and memory of every model, 1K-16K tokens (LRA Table 2)",
+            "  baselines [task=...]  reference baselines (chance, majority, rules, logistic regression) as run records",
+            "  compare A B [task=...]  paired test of two runs or models: difference, interval, p-values",
             "",
             f"tasks:       {', '.join(TASKS.names())}",
             f"models:      {', '.join(MODELS.names())}",
@@ -225,7 +227,8 @@ def cmd_bench(args: list[str]) -> int:
 
 
 COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "leaderboard": cmd_leaderboard, "data": cmd_data,
-            "bench": cmd_bench}
+            "bench": cmd_bench,
+            "baselines": lambda a: import_module("lra.baselines").main(a), "compare": lambda a: import_module("lra.compare").main(a)}
 
 
 def main(argv: list[str] | None = None) -> int:
