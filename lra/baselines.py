@@ -365,6 +365,9 @@ def run_baseline(name: str, cache: Path, runs_dir: Path, seed: int = 0,
                    "max_train": max_train},
         "data": {"key": manifest["key"], "source": manifest.get("source"), "counts": manifest["counts"]},
         "param_count": outcome.param_count,
+        # LRA's Text validates on its test split: then the val score is no independent number.
+        "val_is_test": bool(val_labels.shape == test_labels.shape and np.array_equal(val_labels, test_labels)
+                            and np.array_equal(splits["val"]["inputs"], splits["test"]["inputs"])),
         "best_val": {"accuracy": float(np.mean(outcome.val_predictions == val_labels)),
                      "loss": outcome.val_loss, "step": None},
         "test": {"accuracy": float(np.mean(outcome.test_predictions == test_labels)),

@@ -181,6 +181,11 @@ def test_lra_baselines_and_compare_end_to_end(listops_cache, tmp_path, capsys):
     record, _, labels = by_model["baseline_majority"]
     assert record["test"]["accuracy"] == pytest.approx(np.mean(labels == record["baseline"]["label"]))
 
+    assert all(r["val_is_test"] is False for r, _, _ in by_model.values())
+    # Without task=: every prepared cache (here the one above).
+    assert main(["baselines", "baseline=majority", f"data_dir={data}", f"runs_dir={tmp_path / 'all'}"]) == 0
+    assert len(list((tmp_path / "all").glob("listops/baseline_majority/*/record.json"))) == 1
+
     capsys.readouterr()
     assert main(["compare", "baseline_outer_operator", "baseline_majority", f"runs={runs}", "resamples=500"]) == 0
     out = capsys.readouterr().out
