@@ -42,7 +42,7 @@ from lra.errors import LraError
 from lra.records import git_commit, package_versions, utc_now, write_record
 from lra.stats import PREDICTIONS
 
-C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)  # log-spaced, wide; ties go to the smaller C
+C_GRID = tuple(10.0**k for k in range(-4, 4))  # 1e-4 .. 1e3, log-spaced; ties go to the smaller C
 HOLDOUT_FRACTION = 0.1  # of the training split, for choosing C
 HOLDOUT_MAX = 5000
 DENSE_MAX_TRAIN = 20_000  # dense-feature fits: bounded CPU time on a laptop-class machine
@@ -264,6 +264,7 @@ def logistic_regression(splits, num_classes: int, seed: int, featurizer, max_tra
                             "selection": "C with the best accuracy on a seeded holdout of the training split",
                             "holdout_accuracy": {str(c): scores[c] for c in c_grid},
                             "chosen_C": best,
+                            "chosen_C_at_grid_edge": best in (min(c_grid), max(c_grid)),
                             "iterations": {str(c): iterations[c] for c in c_grid},
                             "not_converged_C": unconverged,
                             "max_iter": MAX_ITER})
