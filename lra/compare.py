@@ -102,7 +102,7 @@ def compare(runs_a: list[dict], runs_b: list[dict], level: float = 0.95,
     for run_a, run_b in _pairs(runs_a, runs_b):
         correct_a, correct_b = _correct_pair(run_a, run_b)
         result = stats.paired_comparison(correct_a, correct_b, level=level, n_resamples=n_resamples)
-        paired.append({"seed_a": run_a["seed"], "seed_b": run_b["seed"], **result})
+        paired.append({"seed_a": run_a["seed"], "seed_b": run_b["seed"], "resamples": n_resamples, **result})
     seeds = None
     if len(runs_a) >= 2 and len(runs_b) >= 2:
         seeds = stats.seed_comparison(
@@ -123,10 +123,13 @@ def report(runs_a: list[dict], runs_b: list[dict], result: dict, level: float) -
         lines.append("same test examples: no seed that both ran; give run folders to pair two runs")
     for r in result["paired"]:
         low, high = r["interval"]
+        boot = f"{r['bootstrap_p']:.3g}"
+        if r["bootstrap_p"] <= 1.0 / (1 + r["resamples"]):
+            boot = f"<={boot} (the floor of {r['resamples']} resamples)"
         lines.append(
             f"same {r['examples']} test examples (seed {r['seed_a']} vs {r['seed_b']}): "
             f"A {100 * r['accuracy_a']:.2f}  B {100 * r['accuracy_b']:.2f}  difference {_pct(r['difference'])} "
-            f"[{pct} CI {_pct(low)}, {_pct(high)}]  paired bootstrap p={r['bootstrap_p']:.3g}  "
+            f"[{pct} CI {_pct(low)}, {_pct(high)}]  paired bootstrap p{'=' if boot[0] != '<' else ''}{boot}  "
             f"McNemar p={r['mcnemar_p']:.3g}  (only A right {r['only_a']}, only B right {r['only_b']})")
     seeds = result["seeds"]
     if seeds is None:
