@@ -42,7 +42,7 @@ from lra.errors import LraError
 from lra.records import git_commit, package_versions, utc_now, write_record
 from lra.stats import PREDICTIONS
 
-C_GRID = tuple(10.0**k for k in range(-4, 4))  # 1e-4 .. 1e3, log-spaced; ties go to the smaller C
+C_GRID = tuple(10.0**k for k in range(-6, 4))  # 1e-6 .. 1e3, log-spaced; ties go to the smaller C
 HOLDOUT_FRACTION = 0.1  # of the training split, for choosing C
 HOLDOUT_MAX = 5000
 DENSE_MAX_TRAIN = 20_000  # dense-feature fits: bounded CPU time on a laptop-class machine
