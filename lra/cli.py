@@ -31,6 +31,8 @@ def usage() -> str:
             "  plot RUN_DIR...       loss and accuracy curves of runs (--out file.png)",
             "  data prepare|info|verify  prepare, list and check data caches",
             "  bench [key=value]     speed and memory of every model, 1K-16K tokens (LRA Table 2)",
+            "  baselines [task=...]  reference baselines (chance, majority, rules, logistic regression) as run records",
+            "  compare A B [task=...]  paired test of two runs or models: difference, interval, p-values",
             "",
             f"tasks:       {', '.join(TASKS.names())}",
             f"models:      {', '.join(MODELS.names())}",
@@ -223,8 +225,21 @@ def cmd_eval(args: list[str]) -> int:
     return eval_main(args)
 
 
+def cmd_baselines(args: list[str]) -> int:
+    from lra.baselines import main as baselines_main
+
+    return baselines_main(args)
+
+
+def cmd_compare(args: list[str]) -> int:
+    from lra.compare import main as compare_main
+
+    return compare_main(args)
+
+
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "leaderboard": cmd_leaderboard,
-            "data": cmd_data, "bench": cmd_bench, "plot": cmd_plot}
+            "data": cmd_data, "bench": cmd_bench, "plot": cmd_plot, "baselines": cmd_baselines,
+            "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:
