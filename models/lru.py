@@ -13,7 +13,7 @@ at the SSM rate without weight decay.
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -21,13 +21,15 @@ import numpy as np
 from flax import nnx
 
 from lra.errors import LraError
-from lra.models.attention import MixerShape, SsmParam
+from lra.models.attention import (
+    MixerOptions, MixerShape, SsmParam, TokenMixer, check_bool, check_int, check_positive,
+)
 from lra.models.ssm import linear_scan, zero_padding
 from lra.registry import MODELS
 
 
 @MODELS.register("lru")
-class LRU(nnx.Module):
+class LRU(TokenMixer):
     """LRU mixer, [B, L, H] -> [B, L, H].
 
     state_size: N complex states; bidirectional adds a reverse scan with the same
@@ -37,43 +39,41 @@ class LRU(nnx.Module):
 
     linear_time = True
 
-    def __init__(
-        self,
-        shape: MixerShape,
-        *,
-        state_size: int = 256,
-        r_min: float = 0.0,
-        r_max: float = 1.0,
-        max_phase: float = 6.283,
-        bidirectional: bool = False,
-        rngs: nnx.Rngs,
-    ):
-        h, n = shape.dim, state_size
-        self.bidirectional = bidirectional
+    @dataclasses.dataclass(frozen=True)
+    class Options(MixerOptions):
+        state_size: int = 256
+        r_min: float = 0.0
+        r_max: float = 1.0
+        max_phase: float = 6.283
+        bidirectional: bool = False
+
+        def __post_init__(self):
+            check_int("state_size", self.state_size)
+            r_min, r_max = self.r_min, self.r_max
+            numbers = all(isinstance(r, (int, float)) and not isinstance(r, bool)
+                          for r in (r_min, r_max))
+            if not (numbers and 0.0 <= r_min < r_max <= 1.0):
+                raise LraError(f"model.r_min/r_max must satisfy 0 <= r_min < r_max <= 1, "
+                               f"got {r_min!r} and {r_max!r}")
+            check_positive("max_phase", self.max_phase)
+            check_bool("bidirectional", self.bidirectional)
+
+    def __init__(self, shape: MixerShape, *, rngs: nnx.Rngs, **options):
+        super().__init__(shape, rngs=rngs, **options)
+        o = self.options
+        h, n, r_min, r_max = shape.dim, o.state_size, o.r_min, o.r_max
         u1 = jax.random.uniform(rngs.params(), (n,))
         u2 = jax.random.uniform(rngs.params(), (n,))
         # |Lambda| = exp(-nu) = r with r^2 ~ U[r_min^2, r_max^2]: uniform on the ring's area
         nu = -0.5 * jnp.log(u1 * (r_max**2 - r_min**2) + r_min**2)
         self.nu_log = SsmParam(jnp.log(nu))
-        self.theta_log = SsmParam(jnp.log(max_phase * u2))
+        self.theta_log = SsmParam(jnp.log(o.max_phase * u2))
         modulus = jnp.exp(-nu)
         self.gamma_log = SsmParam(jnp.log(jnp.sqrt(1 - modulus**2)))
         self.B = SsmParam(jax.random.normal(rngs.params(), (n, h, 2)) / np.sqrt(2 * h))
-        for name in ("C1", "C2") if bidirectional else ("C",):
+        for name in ("C1", "C2") if o.bidirectional else ("C",):
             setattr(self, name, nnx.Param(jax.random.normal(rngs.params(), (h, n, 2)) / np.sqrt(n)))
         self.D = nnx.Param(jax.random.normal(rngs.params(), (h,)))
-
-    @classmethod
-    def check(cls, shape: MixerShape, options: dict[str, Any]) -> None:
-        n = options.get("state_size", 256)
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise LraError(f"model.state_size must be a positive integer, got {n!r}")
-        r_min, r_max = options.get("r_min", 0.0), options.get("r_max", 1.0)
-        if not 0.0 <= r_min < r_max <= 1.0:
-            raise LraError(f"model.r_min/r_max must satisfy 0 <= r_min < r_max <= 1, "
-                           f"got {r_min} and {r_max}")
-        if not options.get("max_phase", 6.283) > 0:
-            raise LraError("model.max_phase must be positive")
 
     def diagonal(self, dtype=jnp.float32) -> jax.Array:
         """Lambda [N] = exp(-exp(nu_log) + i exp(theta_log))."""
@@ -93,7 +93,7 @@ class LRU(nnx.Module):
             c = getattr(self, name)[...].astype(work)
             return jnp.einsum("bln,hn->blh", states, c[..., 0] + 1j * c[..., 1]).real
 
-        if self.bidirectional:
+        if self.options.bidirectional:
             y = (readout(linear_scan(lam, bu), "C1")
                  + readout(linear_scan(lam, bu, reverse=True), "C2"))
         else:

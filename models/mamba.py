@@ -19,15 +19,16 @@ either direction.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lra.errors import LraError
-from lra.models.attention import MixerShape, SsmParam
+from lra.models.attention import (
+    MixerOptions, MixerShape, SsmParam, TokenMixer, check_bool, check_int,
+)
 from lra.models.ssm import check_range, linear_scan, log_step_init, zero_padding
 from lra.registry import MODELS
 
@@ -81,43 +82,40 @@ class SelectiveSsm(nnx.Module):
 
 
 @MODELS.register("mamba")
-class Mamba(nnx.Module):
+class Mamba(TokenMixer):
     """Mamba block as a token mixer, [B, L, H] -> [B, L, H]."""
 
     linear_time = True
 
-    def __init__(
-        self,
-        shape: MixerShape,
-        *,
-        state_size: int = 16,
-        expand: int = 2,
-        conv_size: int = 4,
-        dt_rank: int | None = None,
-        dt_min: float = 0.001,
-        dt_max: float = 0.1,
-        bidirectional: bool = True,
-        rngs: nnx.Rngs,
-    ):
-        h = shape.dim
-        inner = expand * h
-        rank = dt_rank or math.ceil(h / 16)  # dt_rank "auto"
-        self.in_proj = nnx.Linear(h, 2 * inner, use_bias=False, rngs=rngs)
-        args = (inner, state_size, conv_size, rank, dt_min, dt_max)
-        self.forward = SelectiveSsm(*args, rngs=rngs)
-        self.backward = SelectiveSsm(*args, rngs=rngs) if bidirectional else None
-        self.out_proj = nnx.Linear(inner, h, use_bias=False, rngs=rngs)
+    @dataclasses.dataclass(frozen=True)
+    class Options(MixerOptions):
+        state_size: int = 16
+        expand: int = 2
+        conv_size: int = 4
+        dt_rank: int | None = None  # None: "auto", ceil(dim / 16)
+        dt_min: float = 0.001
+        dt_max: float = 0.1
+        bidirectional: bool = True
 
-    @classmethod
-    def check(cls, shape: MixerShape, options: dict[str, Any]) -> None:
-        for name, default in (("state_size", 16), ("expand", 2), ("conv_size", 4)):
-            value = options.get(name, default)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise LraError(f"model.{name} must be a positive integer, got {value!r}")
-        rank = options.get("dt_rank")
-        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0):
-            raise LraError(f"model.dt_rank must be a positive integer or null (auto), got {rank!r}")
-        check_range("dt", options.get("dt_min", 0.001), options.get("dt_max", 0.1))
+        def __post_init__(self):
+            for name in ("state_size", "expand", "conv_size"):
+                check_int(name, getattr(self, name))
+            if self.dt_rank is not None:
+                check_int("dt_rank", self.dt_rank)
+            check_range("dt", self.dt_min, self.dt_max)
+            check_bool("bidirectional", self.bidirectional)
+
+    def __init__(self, shape: MixerShape, *, rngs: nnx.Rngs, **options):
+        super().__init__(shape, rngs=rngs, **options)
+        o = self.options
+        h = shape.dim
+        inner = o.expand * h
+        rank = o.dt_rank or math.ceil(h / 16)  # dt_rank "auto"
+        self.in_proj = nnx.Linear(h, 2 * inner, use_bias=False, rngs=rngs)
+        args = (inner, o.state_size, o.conv_size, rank, o.dt_min, o.dt_max)
+        self.forward = SelectiveSsm(*args, rngs=rngs)
+        self.backward = SelectiveSsm(*args, rngs=rngs) if o.bidirectional else None
+        self.out_proj = nnx.Linear(inner, h, use_bias=False, rngs=rngs)
 
     def __call__(self, x, mask, *, deterministic: bool = True, rngs=None):
         dtype = x.dtype

@@ -13,7 +13,7 @@ src/models/sequence/kernels/{ssm.py, dplr.py, fftconv.py}, src/models/sequence/m
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -21,10 +21,12 @@ import numpy as np
 from flax import nnx
 
 from lra.errors import LraError
-from lra.models.attention import MixerShape, SsmParam
+from lra.models.attention import (
+    MixerOptions, MixerShape, SsmParam, TokenMixer, check_bool, check_choice, check_int,
+)
 from lra.models.ssm import (
-    DISCRETISATIONS, check_choice, check_range, complex_param, discretise, hippo_n_eig,
-    log_step_init, zero_padding,
+    DISCRETISATIONS, check_range, complex_param, discretise, hippo_n_eig, log_step_init,
+    zero_padding,
 )
 from lra.registry import MODELS
 
@@ -50,7 +52,7 @@ def s4d_init(init: str, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @MODELS.register("s4d")
-class S4D(nnx.Module):
+class S4D(TokenMixer):
     """S4D convolution mixer, [B, L, H] -> [B, L, H] (S4's FFTConv with SSMKernelDiag).
 
     state_size: N (N/2 complex states per feature); init: legs | inv | lin;
@@ -61,51 +63,55 @@ class S4D(nnx.Module):
 
     linear_time = True  # O(L log L) by FFT
 
-    def __init__(
-        self,
-        shape: MixerShape,
-        *,
-        state_size: int = 64,
-        init: str = "legs",
-        discretization: str = "zoh",
-        bidirectional: bool = True,
-        n_ssm: int | None = None,
-        dt_min: float = 0.001,
-        dt_max: float = 0.1,
-        dt_with_ssm: bool = True,
-        rngs: nnx.Rngs,
-    ):
+    @dataclasses.dataclass(frozen=True)
+    class Options(MixerOptions):
+        state_size: int = 64
+        init: str = "legs"
+        discretization: str = "zoh"
+        bidirectional: bool = True
+        n_ssm: int | None = None  # None: one (A, B) per feature
+        dt_min: float = 0.001
+        dt_max: float = 0.1
+        dt_with_ssm: bool = True
+
+        def __post_init__(self):
+            if check_int("state_size", self.state_size, minimum=2) % 2:
+                raise LraError(f"model.state_size={self.state_size} must be even "
+                               "(N/2 complex states and their conjugates)")
+            check_choice("init", self.init, INITS)
+            check_choice("discretization", self.discretization, DISCRETISATIONS)
+            check_bool("bidirectional", self.bidirectional)
+            if self.n_ssm is not None:
+                check_int("n_ssm", self.n_ssm)
+            check_range("dt", self.dt_min, self.dt_max)
+            check_bool("dt_with_ssm", self.dt_with_ssm)
+
+    @classmethod
+    def check(cls, shape: MixerShape, options: MixerOptions) -> None:
+        super().check(shape, options)
+        if options.n_ssm is not None and shape.dim % options.n_ssm:
+            raise LraError(f"model.n_ssm={options.n_ssm} must divide encoder.dim={shape.dim} "
+                           "(or be null: one SSM per feature)")
+
+    def __init__(self, shape: MixerShape, *, rngs: nnx.Rngs, **options):
+        super().__init__(shape, rngs=rngs, **options)
+        o = self.options
         h = shape.dim
-        copies = n_ssm or h
-        self.discretization = discretization
-        self.bidirectional = bidirectional
-        a, b = s4d_init(init, state_size)
+        copies = o.n_ssm or h
+        a, b = s4d_init(o.init, o.state_size)
         def copied(v):  # the same initial value for each of the n_ssm copies
             return jnp.asarray(np.broadcast_to(v, (copies, *v.shape)), jnp.float32)
 
         self.A_real = SsmParam(copied(np.log(-a.real)))  # A.real = -exp(A_real)
         self.A_imag = SsmParam(copied(a.imag))
         self.B = SsmParam(copied(np.stack([b.real, b.imag], -1)))
-        dt_type = SsmParam if dt_with_ssm else nnx.Param
-        self.log_dt = dt_type(log_step_init(rngs.params(), (h,), dt_min, dt_max))
-        channels = 2 if bidirectional else 1
+        dt_type = SsmParam if o.dt_with_ssm else nnx.Param
+        self.log_dt = dt_type(log_step_init(rngs.params(), (h,), o.dt_min, o.dt_max))
+        channels = 2 if o.bidirectional else 1
         # C ~ complex standard normal (torch.randn cfloat: variance 1/2 per part)
-        self.C = nnx.Param(jax.random.normal(rngs.params(), (channels, h, state_size // 2, 2))
+        self.C = nnx.Param(jax.random.normal(rngs.params(), (channels, h, o.state_size // 2, 2))
                            * np.sqrt(0.5))
         self.D = nnx.Param(jax.random.normal(rngs.params(), (h,)))
-
-    @classmethod
-    def check(cls, shape: MixerShape, options: dict[str, Any]) -> None:
-        n = options.get("state_size", 64)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 2 or n % 2:
-            raise LraError(f"model.state_size must be an even integer >= 2, got {n!r}")
-        n_ssm = options.get("n_ssm")
-        if n_ssm is not None and (not isinstance(n_ssm, int) or n_ssm <= 0 or shape.dim % n_ssm):
-            raise LraError(f"model.n_ssm={n_ssm!r} must divide encoder.dim={shape.dim} "
-                           "(or be null: one SSM per feature)")
-        check_choice("init", options.get("init", "legs"), INITS)
-        check_choice("discretization", options.get("discretization", "zoh"), DISCRETISATIONS)
-        check_range("dt", options.get("dt_min", 0.001), options.get("dt_max", 0.1))
 
     def discrete(self, dtype=jnp.float32):
         """(A-bar [H, N/2], B-bar [H, N/2]) per feature."""
@@ -115,7 +121,7 @@ class S4D(nnx.Module):
         lam = jnp.tile(lam, (reps, 1))
         b = jnp.tile(complex_param(self.B[...].astype(dtype)), (reps, 1))
         dt = jnp.exp(self.log_dt[...].astype(dtype))[:, None]
-        a_bar, factor = discretise(lam, dt, self.discretization)
+        a_bar, factor = discretise(lam, dt, self.options.discretization)
         return a_bar, factor * b
 
     def kernel(self, length: int, dtype=jnp.float32) -> jax.Array:
@@ -130,7 +136,7 @@ class S4D(nnx.Module):
         u = zero_padding(x, mask).astype(work)
         length = u.shape[1]
         k = self.kernel(length, work)
-        if self.bidirectional:
+        if self.options.bidirectional:
             full = jnp.concatenate([k[0], jnp.flip(k[1], -1)], axis=-1)  # lags 0..L-1, -L..-1
         else:
             full = jnp.pad(k[0], ((0, 0), (0, length)))

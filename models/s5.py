@@ -10,7 +10,7 @@ s5/train_helpers.py.
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -18,10 +18,12 @@ import numpy as np
 from flax import nnx
 
 from lra.errors import LraError
-from lra.models.attention import MixerShape, SsmParam
+from lra.models.attention import (
+    MixerOptions, MixerShape, SsmParam, TokenMixer, check_bool, check_choice, check_int,
+)
 from lra.models.ssm import (
-    DISCRETISATIONS, as_real_pair, block_hippo_n, check_choice, check_range, complex_param,
-    discretise, linear_scan, log_step_init, zero_padding,
+    DISCRETISATIONS, as_real_pair, block_hippo_n, check_range, complex_param, discretise,
+    linear_scan, log_step_init, zero_padding,
 )
 from lra.registry import MODELS
 
@@ -38,7 +40,7 @@ OPT_CONFIGS = {
 
 
 @MODELS.register("s5")
-class S5(nnx.Module):
+class S5(TokenMixer):
     """S5 SSM mixer, [B, L, H] -> [B, L, H].
 
     state_size: P before conjugate symmetry (S5's ssm_size_base); blocks: J, the
@@ -50,31 +52,41 @@ class S5(nnx.Module):
 
     linear_time = True
 
-    def __init__(
-        self,
-        shape: MixerShape,
-        *,
-        state_size: int = 256,
-        blocks: int = 8,
-        c_init: str = "trunc_standard_normal",
-        discretization: str = "zoh",
-        conj_sym: bool = True,
-        clip_eigs: bool = False,
-        bidirectional: bool = True,
-        dt_min: float = 0.001,
-        dt_max: float = 0.1,
-        dt_global: bool = False,
-        opt_config: str = "standard",
-        rngs: nnx.Rngs,
-    ):
-        self.discretization = discretization
-        self.conj_sym = conj_sym
-        self.clip_eigs = clip_eigs
-        self.bidirectional = bidirectional
+    @dataclasses.dataclass(frozen=True)
+    class Options(MixerOptions):
+        state_size: int = 256
+        blocks: int = 8
+        c_init: str = "trunc_standard_normal"
+        discretization: str = "zoh"
+        conj_sym: bool = True
+        clip_eigs: bool = False
+        bidirectional: bool = True
+        dt_min: float = 0.001
+        dt_max: float = 0.1
+        dt_global: bool = False
+        opt_config: str = "standard"
+
+        def __post_init__(self):
+            state_size = check_int("state_size", self.state_size)
+            blocks = check_int("blocks", self.blocks)
+            for name in ("conj_sym", "clip_eigs", "bidirectional", "dt_global"):
+                check_bool(name, getattr(self, name))
+            if state_size % blocks or (self.conj_sym and state_size // blocks % 2):
+                raise LraError(
+                    f"model.blocks={blocks} must divide model.state_size={state_size} into "
+                    "blocks" + (" of even size (conj_sym)" if self.conj_sym else ""))
+            check_choice("c_init", self.c_init, C_INITS)
+            check_choice("discretization", self.discretization, DISCRETISATIONS)
+            check_choice("opt_config", self.opt_config, tuple(OPT_CONFIGS))
+            check_range("dt", self.dt_min, self.dt_max)
+
+    def __init__(self, shape: MixerShape, *, rngs: nnx.Rngs, **options):
+        super().__init__(shape, rngs=rngs, **options)
+        o = self.options
         h = shape.dim
-        lam, v, v_inv = block_hippo_n(state_size, blocks, conj_sym)
+        lam, v, v_inv = block_hippo_n(o.state_size, o.blocks, o.conj_sym)
         p = len(lam)
-        ssm_names = set(OPT_CONFIGS[opt_config]) - ({"log_step"} if dt_global else set())
+        ssm_names = set(OPT_CONFIGS[o.opt_config]) - ({"log_step"} if o.dt_global else set())
 
         def param(name, value):
             return (SsmParam if name in ssm_names else nnx.Param)(jnp.asarray(value, jnp.float32))
@@ -82,13 +94,16 @@ class S5(nnx.Module):
         self.Lambda_re = param("Lambda_re", lam.real)
         self.Lambda_im = param("Lambda_im", lam.imag)
         # B: lecun_normal over the full N x H, then projected by V^-1 (init_VinvB).
-        b = jax.nn.initializers.lecun_normal()(rngs.params(), (state_size, h))
+        b = jax.nn.initializers.lecun_normal()(rngs.params(), (o.state_size, h))
         self.B = param("B", as_real_pair(jnp.asarray(v_inv) @ b))
-        c_names = ("C1", "C2") if bidirectional else ("C",)
-        for name in c_names:
-            setattr(self, name, param(name, self._init_c(c_init, rngs.params(), h, p, v)))
+        for name in self.c_names():
+            setattr(self, name, param(name, self._init_c(o.c_init, rngs.params(), h, p, v)))
         self.D = param("D", jax.random.normal(rngs.params(), (h,)))
-        self.log_step = param("log_step", log_step_init(rngs.params(), (p,), dt_min, dt_max))
+        self.log_step = param("log_step", log_step_init(rngs.params(), (p,), o.dt_min, o.dt_max))
+
+    def c_names(self) -> tuple[str, ...]:
+        """The output matrices: C1 (forward) and C2 (reverse) when bidirectional, else C."""
+        return ("C1", "C2") if self.options.bidirectional else ("C",)
 
     @staticmethod
     def _init_c(c_init: str, key, h: int, p: int, v: np.ndarray) -> jax.Array:
@@ -103,32 +118,15 @@ class S5(nnx.Module):
             c = jax.vmap(lambda k: row(k, (1, n, 2))[0])(jax.random.split(key, h))
         return as_real_pair(complex_param(c) @ jnp.asarray(v))
 
-    @classmethod
-    def check(cls, shape: MixerShape, options: dict[str, Any]) -> None:
-        state_size = options.get("state_size", 256)
-        blocks = options.get("blocks", 8)
-        conj_sym = options.get("conj_sym", True)
-        for name, value in (("state_size", state_size), ("blocks", blocks)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise LraError(f"model.{name} must be a positive integer, got {value!r}")
-        block = state_size // blocks
-        if state_size % blocks or (conj_sym and block % 2):
-            raise LraError(f"model.blocks={blocks} must divide model.state_size={state_size} "
-                           "into blocks" + (" of even size (conj_sym)" if conj_sym else ""))
-        check_choice("c_init", options.get("c_init", "trunc_standard_normal"), C_INITS)
-        check_choice("discretization", options.get("discretization", "zoh"), DISCRETISATIONS)
-        check_choice("opt_config", options.get("opt_config", "standard"), tuple(OPT_CONFIGS))
-        check_range("dt", options.get("dt_min", 0.001), options.get("dt_max", 0.1))
-
     def discrete(self, dtype=jnp.float32):
         """(Lambda-bar [P], B-bar [P, H]) from the continuous parameters, in `dtype`
         (float32, or float64 when the input is)."""
         re = self.Lambda_re[...].astype(dtype)
-        if self.clip_eigs:  # keep Re(Lambda) < 0 (S5 --clip_eigs)
+        if self.options.clip_eigs:  # keep Re(Lambda) < 0 (S5 --clip_eigs)
             re = jnp.minimum(re, -1e-4)
         lam = re + 1j * self.Lambda_im[...].astype(dtype)
         step = jnp.exp(self.log_step[...].astype(dtype))
-        a_bar, factor = discretise(lam, step, self.discretization)
+        a_bar, factor = discretise(lam, step, self.options.discretization)
         return a_bar, factor[:, None] * complex_param(self.B[...].astype(dtype))
 
     def __call__(self, x, mask, *, deterministic: bool = True, rngs=None):
@@ -136,10 +134,9 @@ class S5(nnx.Module):
         u = zero_padding(x, mask).astype(work)
         a_bar, b_bar = self.discrete(work)
         bu = jnp.einsum("blh,ph->blp", u, b_bar)
-        c = [complex_param(getattr(self, n)[...].astype(work))
-             for n in (("C1", "C2") if self.bidirectional else ("C",))]
+        c = [complex_param(getattr(self, n)[...].astype(work)) for n in self.c_names()]
         y = jnp.einsum("blp,hp->blh", linear_scan(a_bar, bu), c[0])
-        if self.bidirectional:
+        if self.options.bidirectional:
             y = y + jnp.einsum("blp,hp->blh", linear_scan(a_bar, bu, reverse=True), c[1])
-        y = (2.0 if self.conj_sym else 1.0) * y.real
+        y = (2.0 if self.options.conj_sym else 1.0) * y.real
         return (y + self.D[...].astype(work) * u).astype(x.dtype)

@@ -10,8 +10,6 @@ on how much padding follows.
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -108,13 +106,12 @@ def as_real_pair(z) -> jax.Array:
     return jnp.stack([z.real, z.imag], axis=-1)
 
 
-def check_choice(name: str, value: Any, choices) -> None:
-    if value not in choices:
-        raise LraError(f"model.{name}={value!r} is not one of {', '.join(map(str, choices))}")
-
-
 def check_range(name: str, low: float, high: float, *, positive: bool = True) -> None:
-    """Config-time check of an initialisation interval [low, high]."""
+    """Config-time check of an initialisation interval [low, high] (options `name`_min
+    and `name`_max)."""
+    for end, value in (("min", low), ("max", high)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise LraError(f"model.{name}_{end}={value!r} must be a number")
     if (positive and low <= 0) or not low <= high:
         bound = "0 < " if positive else ""
         raise LraError(f"model.{name}_min/{name}_max must satisfy {bound}min <= max, "

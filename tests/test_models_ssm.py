@@ -4,6 +4,8 @@ bidirectional forms equal their papers' compositions, every initialisation is
 stable after discretisation, padding changes nothing under masked mean pooling,
 and the SsmParam marking lists exactly the parameters each recipe names."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,7 +56,7 @@ def recurrence(a_bar, b_bar, u, reverse=False):
 
 def s5_discrete(m, method):
     lam = np.asarray(m.Lambda_re[...], np.float64) + 1j * np.asarray(m.Lambda_im[...], np.float64)
-    if m.clip_eigs:
+    if m.options.clip_eigs:
         lam = np.minimum(lam.real, -1e-4) + 1j * lam.imag
     dt = np.exp(np.asarray(m.log_step[...], np.float64))
     b = cplx(m.B)
@@ -67,11 +69,11 @@ def s5_discrete(m, method):
 
 def s5_reference(m, u, mask, method):
     a_bar, b_bar = s5_discrete(m, method)
-    scale = 2.0 if m.conj_sym else 1.0
+    scale = 2.0 if m.options.conj_sym else 1.0
     out = []
     for ub, mb in zip(np.asarray(u), np.asarray(mask)):
         ub = np.where(mb[:, None], ub, 0.0)
-        if m.bidirectional:
+        if m.options.bidirectional:
             y = (recurrence(a_bar, b_bar, ub) @ cplx(m.C1).T
                  + recurrence(a_bar, b_bar, ub, reverse=True) @ cplx(m.C2).T)
         else:
@@ -214,6 +216,26 @@ def test_s5_bad_options_are_one_line_errors():
         check_model("s5", {"dt_min": 0.5, "dt_max": 0.1}, cfg)
 
 
+@pytest.mark.parametrize("name, options, message", [
+    ("s5", {"state_size": 0}, "model.state_size=0 must be a positive integer"),
+    ("s5", {"conj_sym": "yes"}, "model.conj_sym='yes' must be true or false"),
+    ("s5", {"dt_min": "small"}, "model.dt_min='small' must be a number"),
+    ("s5", {"blocks_": 2}, "model 's5' has no option 'blocks_'; its options are: state_size"),
+    ("s4d", {"state_size": 5}, "model.state_size=5 must be even"),
+    ("s4d", {"init": "legt"}, "model.init='legt' is not one of legs, inv, lin"),
+    ("s4d", {"n_ssm": 3}, "model.n_ssm=3 must divide encoder.dim=4"),
+    ("s4d", {"n_ssm": 0}, "model.n_ssm=0 must be a positive integer"),
+    ("lru", {"r_min": 0.9, "r_max": 0.5}, "model.r_min/r_max must satisfy 0 <= r_min < r_max"),
+    ("lru", {"max_phase": 0}, "model.max_phase=0 must be a positive number"),
+    ("mamba", {"dt_rank": 0}, "model.dt_rank=0 must be a positive integer"),
+    ("mamba", {"expand": True}, "model.expand=True must be a positive integer"),
+])
+def test_bad_ssm_options_are_one_line_errors(name, options, message):
+    with pytest.raises(LraError, match=re.escape(message)) as error:
+        check_model(name, options, ssm_encoder())
+    assert "\n" not in str(error.value)
+
+
 PRESETS = [(f"{model}_{task}", task) for model in ("s5", "s4d") for task in
            ("listops", "text", "retrieval", "image", "pathfinder", "pathx")]
 
@@ -268,7 +290,7 @@ def s4d_recurrences(m, u, method):
             for t in range(u.shape[1]):
                 x = a_bar[h] * x + b_bar[h] * u[i, t, h]
                 y[i, t, h] += 2 * (c[0, h] @ x).real
-            if m.bidirectional:
+            if m.options.bidirectional:
                 w = np.zeros(a.shape[1], complex)
                 for t in range(u.shape[1] - 1, -1, -1):
                     y[i, t, h] += 2 * (c[1, h] @ w).real  # w_{t+1}
