@@ -439,7 +439,7 @@ def main(args: list[str]) -> int:
     if any(a in ("-h", "--help") for a in args):
         print(USAGE)
         return 0
-    from lra.cli import _check_overrides, compose
+    from lra.config import compose
     from lra.stats import bootstrap_accuracy_ci, run_correct
 
     options, task_overrides = _parse(args)
@@ -451,8 +451,7 @@ def main(args: list[str]) -> int:
     for key in ("data_dir", "runs_dir"):
         if key in options:
             overrides.append(f"{key}={options[key]}")
-    _check_overrides(overrides)
-    cfg = compose(overrides)
+    cfg = compose(overrides)  # checks the overrides too
     if "task" in options:
         choices = available(cfg.task.name)
         for name in options.get("baseline", "").split(",") if "baseline" in options else []:

@@ -12,7 +12,7 @@ import pytest
 from lra import baselines, compare, stats
 from lra.cli import main
 from lra.errors import LraError
-from lra.tasks.listops import DIGIT0, END_ID, OP0
+from lra.tasks.listops_gen import DIGIT0, END_ID, OP0
 
 MIN, MAX, MED, SM = (OP0 + k for k in range(4))
 
