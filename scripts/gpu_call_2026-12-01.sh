@@ -6,6 +6,7 @@
 set -uo pipefail
 out=${1:?output folder}; slot=${2:-150}
 start=$(date +%s)
+source scripts/gpu_setup.sh
 work=$(mktemp -d)
 bash scripts/gpu_ssm_slots.sh "$work/ssm" "$slot"
 cp "$work/ssm/listops-runs.tar.gz" "$out/"
