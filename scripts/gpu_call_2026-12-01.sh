@@ -6,7 +6,7 @@
 set -uo pipefail
 out=${1:?output folder}; slot=${2:-150}
 start=$(date +%s)
-source scripts/gpu_setup.sh
+source scripts/gpu_setup.sh && set +e  # gpu_setup sets -e; an interrupted run exits 1 on purpose
 work=$(mktemp -d)
 bash scripts/gpu_ssm_slots.sh "$work/ssm" "$slot"
 cp "$work/ssm/listops-runs.tar.gz" "$out/"

@@ -15,7 +15,7 @@ set -uo pipefail
 out=${1:?output folder}
 slot=${2:-170}
 mkdir -p "$out" .gpu/runs
-source scripts/gpu_setup.sh
+source scripts/gpu_setup.sh && set +e  # gpu_setup sets -e; an interrupted run exits 1 on purpose
 export PYTHONUNBUFFERED=1 LRA_DATA_DIR=/tmp/lradata XLA_PYTHON_CLIENT_MEM_FRACTION=0.45
 lra data prepare image task.data.source=npz_jpeg task.data.path=.gpu/cifar10_jpeg.npz \
   >"$out/prepare-image.log" 2>&1 &
