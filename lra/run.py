@@ -23,7 +23,7 @@ from lra.models import EncoderConfig, build_model, check_model
 from lra.records import git_commit, package_versions, utc_now, write_record
 from lra.registry import load_all
 from lra.tasks.base import TaskSpec, get_task
-from lra.tracking import JsonlTracker, Tracker
+from lra.tracking import Tracker, logger_names, make_tracker
 from lra.trainer import PRECISIONS, Trainer, check_trainer, peak_memory_bytes
 
 ENCODER_FIELDS = (
@@ -66,6 +66,7 @@ def _validate(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig]:
     task = get_task(cfg.task.name)
     task.check(cfg.task)
     check_trainer(cfg.trainer)
+    logger_names(cfg.logger)
     spec = task.spec(cfg.task)
     enc = encoder_config(cfg, spec)
     check_model(cfg.model.name, model_options(cfg), enc)
@@ -142,7 +143,7 @@ def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None 
         "versions": package_versions(),
         **device_info(),
     }
-    tracker = tracker or JsonlTracker(run_dir / "metrics.jsonl")
+    tracker = tracker or make_tracker(cfg.logger, run_dir, record["config"])
     try:
         trainer = Trainer(build(cfg, spec, enc), cfg.trainer, seed=seed, tracker=tracker)
         record["param_count"] = trainer.param_count
