@@ -21,6 +21,7 @@ from lra.errors import LraError
 from lra.loader import BatchLoader
 from lra.models import EncoderConfig, build_model, check_model
 from lra.records import git_commit, package_versions, utc_now, write_record
+from lra.presets import check_preset
 from lra.registry import load_all
 from lra.tasks.base import TaskSpec, get_task
 from lra.tracking import Tracker, logger_names, make_tracker
@@ -64,6 +65,7 @@ def validate(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig]:
 def _validate(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig]:
     load_all()
     task = get_task(cfg.task.name)
+    check_preset(cfg)
     task.check(cfg.task)
     check_trainer(cfg.trainer)
     logger_names(cfg.logger)
