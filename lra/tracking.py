@@ -1,5 +1,8 @@
 """Where metrics go: a tracker interface and its backends.
 
+The run's human-readable log (`train.log`, Python logging) lives here too: it
+is where the same numbers go for people.
+
 A tracker receives one flat dict of numbers per step (`log`) and is closed once
 (`close`). Backends, chosen with `logger=` (one name or a list, e.g.
 `logger=[jsonl,tensorboard]`):
@@ -16,14 +19,19 @@ A tracker receives one flat dict of numbers per step (`log`) and is closed once
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import logging
 import math
 import os
 from pathlib import Path
 from typing import Any, Protocol
 
 from lra.errors import LraError
+
+RUN_LOG = "train.log"
+log = logging.getLogger("lra")
 
 
 class Tracker(Protocol):
@@ -158,3 +166,36 @@ def make_tracker(value: Any, run_dir: Path, config: dict[str, Any]) -> Tracker:
         MultiTracker(trackers).close()
         raise
     return trackers[0] if len(trackers) == 1 else MultiTracker(trackers)
+
+
+class _ConsoleHandler(logging.Handler):
+    """Log lines on the terminal, printed above a tqdm bar instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        try:
+            tqdm.write(self.format(record))
+        except Exception:  # noqa: BLE001 - logging must never stop a run
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def run_log(run_dir: Path):
+    """While a run lasts, what the `lra` loggers say goes to <run>/train.log (with
+    times) and to the terminal (without)."""
+    file = logging.FileHandler(run_dir / RUN_LOG, encoding="utf-8")
+    file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    console = _ConsoleHandler()
+    console.setFormatter(logging.Formatter("%(message)s"))
+    previous = log.level
+    log.setLevel(logging.INFO)
+    log.addHandler(file)
+    log.addHandler(console)
+    try:
+        yield
+    finally:
+        log.removeHandler(file)
+        log.removeHandler(console)
+        log.setLevel(previous)
+        file.close()
