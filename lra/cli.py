@@ -10,22 +10,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import resources
 from pathlib import Path
 
+from lra.config import CONFIG_MODULE, GROUPS, check_overrides, compose, config_choices
 from lra.errors import LraError
-
-GROUPS = ("task", "model", "trainer", "experiment", "task_model")
-CONFIG_MODULE = "lra.configs"
-
-
-def config_choices(group: str) -> list[str]:
-    """The option names of a config group (the .yaml files in configs/<group>/)."""
-    folder = resources.files(CONFIG_MODULE) / group
-    if not folder.is_dir():
-        return []
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
-
 
 def usage() -> str:
     from lra.registry import MODELS, TASKS, load_all
@@ -69,67 +57,14 @@ def train_usage() -> str:
     )
 
 
-def _check_overrides(overrides: list[str]) -> None:
-    """Syntax and group choices, so typos fail before Hydra starts."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException as err:
-        first = str(err).strip().splitlines()[0]
-        raise LraError(f"cannot parse the overrides: {first}")
-    for override in parsed:
-        group = override.key_or_group
-        if group not in GROUPS or override.is_delete():
-            continue
-        valid = config_choices(group)
-        values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
-        for value in values:
-            if value is not None and str(value) not in valid:
-                raise LraError(
-                    f"unknown {group} '{value}'; choose one of: {', '.join(valid)}"
-                )
-
-
-def compose(overrides: list[str]):
-    """The config `lra train` would run with (single run, no sweep)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            return hydra_compose(config_name="train", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as err:
-        first = str(err).strip().splitlines()[0]
-        raise LraError(f"bad configuration: {first} (see the keys with: lra train --cfg job)")
-
-
 _failures: list[str] = []
 
 
-def _hydra_train(cfg) -> None:
-    """The Hydra task function behind `lra train`: one job."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
+def _train_job(cfg, run_dir: Path, experiment: str | None) -> str | None:
+    """Run one job and print its summary; returns why it did not complete, or None."""
     from lra.run import train_and_record
 
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    try:
-        experiment = hydra_cfg.runtime.choices.get("experiment")
-        record = train_and_record(cfg, run_dir, progress=bool(cfg.progress), experiment=experiment)
-    except LraError as err:
-        _remove_empty_dirs(run_dir, Path(cfg.runs_dir))
-        if hydra_cfg.mode == RunMode.MULTIRUN:  # one bad job must not stop a sweep
-            print(f"lra train: error: {err}", file=sys.stderr)
-            _failures.append(str(err))
-            return
-        print(f"lra train: error: {err}", file=sys.stderr)
-        raise SystemExit(2)  # Hydra reports Exceptions with a traceback; this stays one line
+    record = train_and_record(cfg, run_dir, progress=bool(cfg.progress), experiment=experiment)
     test, val = record.get("test", {}), record.get("best_val", {})
     print(
         f"{record['status']}: {record['task']}/{record['model']} seed {record['seed']} "
@@ -137,8 +72,35 @@ def _hydra_train(cfg) -> None:
         f"(best val {val.get('accuracy', float('nan')):.4f} at step {val.get('step')}) "
         f"-> {run_dir / 'record.json'}"
     )
-    if record["status"] != "completed":
-        _failures.append(f"{run_dir}: {record['status']}")
+    return None if record["status"] == "completed" else f"{run_dir}: {record['status']}"
+
+
+def _hydra_train(cfg) -> None:
+    """The Hydra task function behind `lra train -m`: one job of a sweep."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        failure = _train_job(cfg, run_dir, hydra_cfg.runtime.choices.get("experiment"))
+    except LraError as err:  # one bad job must not stop a sweep
+        _remove_empty_dirs(run_dir, Path(cfg.runs_dir))
+        print(f"lra train: error: {err}", file=sys.stderr)
+        failure = str(err)
+    if failure:
+        _failures.append(failure)
+
+
+def _train_single(overrides: list[str]) -> int:
+    """One run, composed and validated once, without a second compose by Hydra."""
+    from omegaconf import open_dict
+
+    cfg = compose(overrides, hydra=True)
+    run_dir = Path(cfg.hydra.run.dir)
+    experiment = cfg.hydra.runtime.choices.get("experiment")
+    with open_dict(cfg):
+        del cfg["hydra"]  # what hydra.main hands its task function
+    return 1 if _train_job(cfg, run_dir, experiment) else 0
 
 
 def _remove_empty_dirs(path: Path, root: Path) -> None:
@@ -152,19 +114,33 @@ def _remove_empty_dirs(path: Path, root: Path) -> None:
         path = path.parent
 
 
+# Hydra flags that take the next argument as their value (`--cfg job`, `-p trainer`).
+_VALUED_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                 "--config-dir", "-cd", "--experimental-rerun"}
+
+
+def split_flags(args: list[str]) -> tuple[list[str], list[str]]:
+    """(overrides, Hydra flags with their values) of `lra train`'s arguments."""
+    overrides, flags = [], []
+    expects_value = False
+    for arg in args:
+        if expects_value or arg.startswith("-"):
+            flags.append(arg)
+            expects_value = not expects_value and arg in _VALUED_FLAGS
+        else:
+            overrides.append(arg)
+    return overrides, flags
+
+
 def cmd_train(args: list[str]) -> int:
     if any(a in ("-h", "--help") for a in args):
         print(train_usage())
         return 0
-    overrides = [a for a in args if not a.startswith("-")]
-    flags = [a for a in args if a.startswith("-")]
-    _check_overrides(overrides)
-    multirun = "-m" in flags or "--multirun" in flags
-    if not multirun and not {"--cfg", "-c", "--info", "-i"} & set(flags):
-        from lra.run import validate
-
-        validate(compose(overrides))
-    return _run_hydra(args)
+    overrides, flags = split_flags(args)
+    check_overrides(overrides)
+    if not flags:
+        return _train_single(overrides)
+    return _run_hydra(args)  # -m sweeps and Hydra's own flags (--cfg, --info)
 
 
 def _run_hydra(args: list[str]) -> int:

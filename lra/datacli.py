@@ -23,7 +23,7 @@ def main(args: list[str]) -> int:
     verify.add_argument("--data-dir", default=None)
     opts = parser.parse_args(args)
 
-    from lra.cli import _check_overrides, compose
+    from lra.config import check_overrides as _check_overrides, compose
 
     overrides = [f"task={opts.task}", *opts.overrides] if opts.action == "prepare" else []
     _check_overrides(overrides)

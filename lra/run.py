@@ -6,6 +6,7 @@ gets any file of ours, so a bad override leaves no partial record behind.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -27,9 +28,10 @@ from lra.tasks.base import TaskSpec, get_task
 from lra.tracking import Tracker, logger_names, make_tracker
 from lra.trainer import PRECISIONS, Trainer, check_trainer, peak_memory_bytes
 
-ENCODER_FIELDS = (
-    "num_layers", "dim", "num_heads", "qkv_dim", "mlp_dim",
-    "dropout", "attention_dropout", "pooling", "learned_pos_emb",
+# The encoder options a config may set: every EncoderConfig field but those the
+# task (vocab_size, max_len) and trainer.precision (dtype) decide.
+ENCODER_FIELDS = tuple(
+    f.name for f in dataclasses.fields(EncoderConfig) if f.name not in ("vocab_size", "max_len", "dtype")
 )
 
 
@@ -46,11 +48,11 @@ def encoder_config(cfg: DictConfig, spec: TaskSpec) -> EncoderConfig:
             f"unknown encoder option(s) {', '.join(sorted(unknown))}; "
             f"valid: {', '.join(ENCODER_FIELDS)}"
         )
-    return EncoderConfig(
+    return EncoderConfig(  # an option the config does not set takes the dataclass default
         vocab_size=spec.vocab_size,
         max_len=spec.seq_len,
         dtype=PRECISIONS.get(cfg.trainer.precision),
-        **{field: cfg.encoder[field] for field in ENCODER_FIELDS},
+        **{field: cfg.encoder[field] for field in ENCODER_FIELDS if field in cfg.encoder},
     )
 
 
@@ -150,7 +152,8 @@ def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None 
         trainer = Trainer(build(cfg, spec, enc), cfg.trainer, seed=seed, tracker=tracker)
         record["param_count"] = trainer.param_count
         fit = trainer.fit(loaders["train"], loaders["val"], progress=progress)
-        test = trainer.evaluate(fit["best_params"], loaders["test"], keep_predictions=True)
+        test = trainer.evaluate(fit["best_params"], fit["best_model_state"], loaders["test"],
+                                keep_predictions=True)
         tracker.log(fit["steps"], {"test/loss": test["loss"], "test/accuracy": test["accuracy"]})
     except LraError:
         raise

@@ -1,7 +1,9 @@
 """One trainer for every task and model.
 
-The model is split once into a static graph and array state (nnx.split); the
-train and eval steps are pure functions of that state, compiled with jax.jit.
+The model is split once into a static graph, its parameters and its other
+variables (nnx.split); `train_step` and `eval_step` are pure module-level
+functions of that state, compiled with jax.jit, and the only steps: `lra bench`
+and scripts/profile_train_step.py time these same functions.
 Data parallelism is a sharding of the batch axis over a mesh of all devices,
 so the same code runs on one CPU, one GPU or many hosts.
 """
@@ -9,6 +11,7 @@ so the same code runs on one CPU, one GPU or many hosts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from typing import Any, Callable
@@ -27,17 +30,19 @@ from lra.tracking import NoOpTracker, Tracker
 
 SCHEDULES = ("rsqrt", "cosine", "constant")
 PRECISIONS = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
+GROUPS = ("default", "ssm")  # optimiser groups: see `param_groups`
 
 
-def make_schedule(cfg) -> Callable:
+def make_schedule(cfg, base_lr: float | None = None) -> Callable:
     """LRA's schedules (lra_benchmarks/utils/train_utils.py), all with linear warmup.
 
     rsqrt: base * min(1, step/warmup) / sqrt(max(step, warmup)), the LRA code's
     'constant * linear_warmup * rsqrt_decay'; cosine: 'constant * linear_warmup *
     cosine_decay', a half cosine over `cycle_steps` counted from the end of warmup
     (LRA's steps_per_cycle; null = max_steps), then zero; constant: warmup only.
+    `base_lr` replaces `cfg.lr` (the SSM group's schedule has the same shape).
     """
-    base, warmup = float(cfg.lr), int(cfg.warmup_steps)
+    base, warmup = float(cfg.lr if base_lr is None else base_lr), int(cfg.warmup_steps)
     cycle = int(cfg.get("cycle_steps") or cfg.max_steps)
 
     def warm(step):
@@ -53,16 +58,38 @@ def make_schedule(cfg) -> Callable:
     return lambda step: base * warm(step)
 
 
+def _is_variable(node) -> bool:
+    return isinstance(node, nnx.Variable)
+
+
+def param_groups(params) -> Any:
+    """The optimiser group of each parameter, by its variable TYPE: "ssm" for
+    `SsmParam` (A's eigenvalues, B, the step size of the S4/S5/LRU recipes), else
+    "default". A tree of labels with the shape of `params` (optax.multi_transform)."""
+    from lra.models.attention import SsmParam
+
+    return jax.tree.map(lambda v: "ssm" if isinstance(v, SsmParam) else "default", params,
+                        is_leaf=_is_variable)
+
+
 def make_optimizer(cfg) -> optax.GradientTransformation:
-    """AdamW (decoupled weight decay scaled by the learning rate, as LRA's flax Adam)."""
+    """AdamW (decoupled weight decay scaled by the learning rate, as LRA's flax Adam).
+
+    With `trainer.ssm_lr` set, the `SsmParam`s get their own AdamW at that rate (same
+    schedule shape) and `trainer.ssm_weight_decay`, as the S4/S5 recipes train them.
+    """
+    def adamw(schedule, weight_decay):
+        return optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=weight_decay)
+
     parts = []
     if cfg.grad_clip and cfg.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(float(cfg.grad_clip)))
-    parts.append(
-        optax.adamw(
-            make_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay
-        )
-    )
+    default = adamw(make_schedule(cfg), cfg.weight_decay)
+    if cfg.get("ssm_lr") is None:
+        parts.append(default)
+    else:
+        ssm = adamw(make_schedule(cfg, cfg.ssm_lr), float(cfg.get("ssm_weight_decay") or 0.0))
+        parts.append(optax.multi_transform({"default": default, "ssm": ssm}, param_groups))
     return optax.chain(*parts)
 
 
@@ -74,6 +101,8 @@ def check_trainer(cfg) -> None:
             raise LraError(f"trainer.{field} must be a positive integer, got {cfg[field]}")
     if float(cfg.lr) <= 0:
         raise LraError(f"trainer.lr must be positive, got {cfg.lr}")
+    if cfg.get("ssm_lr") is not None and float(cfg.ssm_lr) <= 0:
+        raise LraError(f"trainer.ssm_lr must be positive or null (one group), got {cfg.ssm_lr}")
     if int(cfg.warmup_steps) < 0:
         raise LraError(f"trainer.warmup_steps must be >= 0, got {cfg.warmup_steps}")
     if cfg.get("max_seconds") is not None and float(cfg.max_seconds) <= 0:
@@ -92,13 +121,26 @@ def check_trainer(cfg) -> None:
 
 @dataclasses.dataclass
 class TrainState:
-    """Everything that changes during training (what a checkpoint must hold)."""
+    """Everything that changes during training (what a checkpoint must hold).
+
+    `model_state` is the model's non-parameter variables: BatchNorm running
+    statistics, EMA-updated buffers (e.g. k-means centroids), constant tables.
+    The training forward pass updates them; evaluation reads them.
+    """
 
     params: Any
     opt_state: Any
+    model_state: Any
 
 
-jax.tree_util.register_dataclass(TrainState, data_fields=["params", "opt_state"], meta_fields=[])
+jax.tree_util.register_dataclass(
+    TrainState, data_fields=["params", "opt_state", "model_state"], meta_fields=[])
+
+
+def split_model(model: nnx.Module) -> tuple[Any, Any, Any]:
+    """(graphdef, params, model_state): the parameters (nnx.Param and subclasses
+    such as SsmParam) apart from every other variable."""
+    return nnx.split(model, nnx.Param, ...)
 
 
 def weighted_metrics(logits, labels, weights):
@@ -112,13 +154,65 @@ def weighted_metrics(logits, labels, weights):
     }, predictions
 
 
+# The pure steps: the one training step of `lra train`, `lra bench` and the profiler.
+
+def forward_loss(graphdef, params, model_state, batch, key, *, deterministic: bool = False):
+    """The weighted mean cross-entropy of `batch`, with (metric sums, model_state after
+    the forward pass): the function `train_step` differentiates. `key` seeds dropout."""
+    # copy: the forward pass may write model_state, whose variables belong to the
+    # trace outside jax.value_and_grad
+    model = nnx.merge(graphdef, params, model_state, copy=True)
+    logits = model(batch["inputs"], deterministic=deterministic, rngs=nnx.Rngs(key))
+    sums, _ = weighted_metrics(logits, batch["labels"], batch["weights"])
+    _, _, model_state = split_model(model)
+    return sums["loss_sum"] / jnp.maximum(sums["count"], 1.0), (sums, model_state)
+
+
+def train_step(graphdef, tx: optax.GradientTransformation, schedule: Callable,
+               state: TrainState, step, batch, dropout_key) -> tuple[TrainState, dict]:
+    """One AdamW step on the weighted mean cross-entropy of `batch`.
+
+    Dropout's key is `dropout_key` folded with `step`, so a step is a function of
+    (state, step, batch) alone. The forward pass runs in training mode and may
+    update `model_state` (BatchNorm statistics, EMA buffers): the updated values
+    come out in the new state. Metrics: loss, accuracy, gradient norm, lr.
+    """
+    key = jax.random.fold_in(dropout_key, step)
+    (loss, (sums, model_state)), grads = jax.value_and_grad(forward_loss, argnums=1, has_aux=True)(
+        graphdef, state.params, state.model_state, batch, key)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {
+        "loss": loss,
+        "accuracy": sums["correct_sum"] / jnp.maximum(sums["count"], 1.0),
+        "grad_norm": jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))),
+        "lr": schedule(step),
+    }
+    return TrainState(params, opt_state, model_state), metrics
+
+
+def eval_step(graphdef, params, model_state, batch) -> tuple[dict, jax.Array]:
+    """Metric sums and predictions of `batch` in inference mode: reads `model_state`
+    (e.g. BatchNorm's running averages) and returns no update of it."""
+    model = nnx.merge(graphdef, params, model_state)
+    logits = model(batch["inputs"], deterministic=True)
+    return weighted_metrics(logits, batch["labels"], batch["weights"])
+
+
+def jit_steps(graphdef, tx: optax.GradientTransformation, schedule: Callable):
+    """The compiled (train_step, eval_step) of one model: train_step(state, step,
+    batch, dropout_key) donates `state`; eval_step(params, model_state, batch)."""
+    train = jax.jit(functools.partial(train_step, graphdef, tx, schedule), donate_argnums=(0,))
+    return train, jax.jit(functools.partial(eval_step, graphdef))
+
+
 class Trainer:
-    """Builds the compiled steps for one model and runs the train/eval loop."""
+    """Runs the compiled steps of one model in the train/eval loop."""
 
     def __init__(self, model: nnx.Module, cfg, *, seed: int, tracker: Tracker | None = None):
         self.cfg = cfg
         self.tracker = tracker or NoOpTracker()
-        self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
+        self.graphdef, params, model_state = split_model(model)
         self.param_count = int(sum(x.size for x in jax.tree.leaves(params)))
         self.tx = make_optimizer(cfg)
         self.schedule = make_schedule(cfg)
@@ -127,37 +221,10 @@ class Trainer:
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         self.batch_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
         params = jax.device_put(params, self.replicated)
-        self.rest = jax.device_put(self.rest, self.replicated)
-        self.state = TrainState(params, jax.device_put(self.tx.init(params), self.replicated))
+        self.state = jax.device_put(TrainState(params, self.tx.init(params), model_state),
+                                    self.replicated)
         self.step = 0  # steps taken; with `state` and the loader position, a resumable point
-        self._train_step = jax.jit(self._train_step_fn, donate_argnums=(0,))
-        self._eval_step = jax.jit(self._eval_step_fn)
-
-    # Pure steps -------------------------------------------------------------
-
-    def _train_step_fn(self, state: TrainState, step, batch):
-        def loss_fn(params):
-            model = nnx.merge(self.graphdef, params, self.rest)
-            rngs = nnx.Rngs(jax.random.fold_in(self.dropout_key, step))
-            logits = model(batch["inputs"], deterministic=False, rngs=rngs)
-            sums, _ = weighted_metrics(logits, batch["labels"], batch["weights"])
-            return sums["loss_sum"] / jnp.maximum(sums["count"], 1.0), sums
-
-        (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = {
-            "loss": loss,
-            "accuracy": sums["correct_sum"] / jnp.maximum(sums["count"], 1.0),
-            "grad_norm": jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))),
-            "lr": self.schedule(step),
-        }
-        return TrainState(params, opt_state), metrics
-
-    def _eval_step_fn(self, params, batch):
-        model = nnx.merge(self.graphdef, params, self.rest)
-        logits = model(batch["inputs"], deterministic=True)
-        return weighted_metrics(logits, batch["labels"], batch["weights"])
+        self._train_step, self._eval_step = jit_steps(self.graphdef, self.tx, self.schedule)
 
     # Loops -------------------------------------------------------------------
 
@@ -167,14 +234,14 @@ class Trainer:
             for key, value in batch.items()
         }
 
-    def evaluate(self, params, loader: BatchLoader, max_batches: int | None = None,
+    def evaluate(self, params, model_state, loader: BatchLoader, max_batches: int | None = None,
                  keep_predictions: bool = False) -> dict[str, Any]:
         totals = {"loss_sum": 0.0, "correct_sum": 0.0, "count": 0.0}
         predictions, labels = [], []
         for index, batch in enumerate(loader):
             if max_batches is not None and index >= max_batches:
                 break
-            sums, preds = self._eval_step(params, self.shard(batch))
+            sums, preds = self._eval_step(params, model_state, self.shard(batch))
             for key in totals:
                 totals[key] += float(sums[key])
             if keep_predictions:
@@ -195,12 +262,13 @@ class Trainer:
     def fit(self, train: BatchLoader, val: BatchLoader, *, progress: bool = True) -> dict[str, Any]:
         """Train for max_steps, evaluating on `val` every eval_every steps.
 
-        Returns the best validation result, its parameters, the status and timing.
+        Returns the best validation result, its parameters and model state (what
+        the test is run with), the status and timing.
         """
         cfg = self.cfg
         max_steps = int(cfg.max_steps)
         best = {"accuracy": -1.0, "loss": math.inf, "step": 0}
-        best_params = None
+        best_params = best_model_state = None
         status, stopped_by = "completed", "max_steps"
         budget = float(cfg.max_seconds) if cfg.get("max_seconds") else math.inf
         started = time.perf_counter()
@@ -212,7 +280,7 @@ class Trainer:
         compile_seconds = 0.0
         for step in range(self.step, max_steps):
             batch = self.shard(next(train_iter))
-            self.state, metrics = self._train_step(self.state, step, batch)
+            self.state, metrics = self._train_step(self.state, step, batch, self.dropout_key)
             self.step = step + 1
             if step == 0:  # the first call compiles; keep it out of the throughput
                 jax.block_until_ready(metrics)
@@ -235,11 +303,12 @@ class Trainer:
                     break
             if at_eval:
                 train_seconds += time.perf_counter() - tick
-                result = self.evaluate(self.state.params, val, cfg.eval_batches)
+                result = self.evaluate(self.state.params, self.state.model_state, val, cfg.eval_batches)
                 self.tracker.log(step + 1, {"val/loss": result["loss"], "val/accuracy": result["accuracy"]})
                 if result["accuracy"] > best["accuracy"]:
                     best = {"accuracy": result["accuracy"], "loss": result["loss"], "step": step + 1}
-                    best_params = jax.tree.map(jnp.copy, self.state.params)
+                    best_params, best_model_state = jax.tree.map(
+                        jnp.copy, (self.state.params, self.state.model_state))
                 bar.set_postfix(loss=f"{last_loss:.3f}", val_acc=f"{result['accuracy']:.3f}")
                 tick = time.perf_counter()
                 if time.perf_counter() - started > budget:
@@ -248,12 +317,13 @@ class Trainer:
         bar.close()
         steps_done = self.step
         if best_params is None:
-            best_params = self.state.params
+            best_params, best_model_state = self.state.params, self.state.model_state
         return {
             "status": status,
             "stopped_by": stopped_by if status == "completed" else status,
             "best_val": best,
             "best_params": best_params,
+            "best_model_state": best_model_state,
             "steps": steps_done,
             "train_seconds": train_seconds,
             "compile_seconds": compile_seconds,

@@ -16,7 +16,7 @@ import json
 import time
 
 from lra import data as lra_data
-from lra.cli import compose
+from lra.config import compose
 from lra.loader import BatchLoader
 from lra.registry import load_all
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 from flax import nnx
 
-from lra.cli import compose
+from lra.config import compose
 from lra.registry import MODELS, load_all
 from lra.run import encoder_config, model_options
 from lra.tasks.base import get_task

@@ -3,7 +3,8 @@ on `lra bench`'s LRA text shape (4 layers, width 256, 4 heads of 64, MLP 1024,
 batch 32, CLS token, dropout 0.1, bf16), at each length.
 
 Times, each the median of blocking repeats after warm-up:
-  step            the full step (forward, backward, AdamW), blocking every step as
+  step            the full step, `lra.trainer.train_step` as `lra train` runs it
+                  (forward, backward, grad norm, lr, AdamW), blocking every step as
                   `lra bench` does
   step_pipelined  the same steps dispatched back to back, one block at the end
                   (step - step_pipelined = host overhead per step)
@@ -35,7 +36,8 @@ from flax import nnx
 from lra.bench.measure import optimizer_config
 from lra.models import EncoderConfig, build_model
 from lra.models.transformer import even_length_attention
-from lra.trainer import make_optimizer, weighted_metrics
+from lra.trainer import (TrainState, forward_loss, jit_steps, make_optimizer, make_schedule,
+                         split_model)
 
 BATCH, LAYERS, DIM, HEADS, MLP, VOCAB = 32, 4, 256, 4, 1024, 257
 
@@ -57,46 +59,38 @@ def profile(length: int) -> dict:
                         attention_dropout=0.0, pooling="cls", learned_pos_emb=False,
                         dtype=jnp.bfloat16)
     model = build_model("transformer", {"implementation": "cudnn"}, enc, 2, rngs=nnx.Rngs(0))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    graphdef, params, rest = split_model(model)
     rng = np.random.default_rng(0)
     batch = jax.device_put({
         "inputs": rng.integers(1, VOCAB, (BATCH, length), dtype=np.int32),
         "labels": rng.integers(0, 2, (BATCH,), dtype=np.int32),
         "weights": np.ones((BATCH,), np.float32),
     })
-    tx = make_optimizer(optimizer_config())
+    opt_cfg = optimizer_config()
+    tx = make_optimizer(opt_cfg)
+    step_fn, _ = jit_steps(graphdef, tx, make_schedule(opt_cfg))  # the step of `lra train`
     key = jax.random.key(1)
 
-    def loss_fn(params, batch, step, deterministic):
-        model = nnx.merge(graphdef, params, rest)
-        logits = model(batch["inputs"], deterministic=deterministic,
-                       rngs=nnx.Rngs(jax.random.fold_in(key, step)))
-        sums, _ = weighted_metrics(logits, batch["labels"], batch["weights"])
-        return sums["loss_sum"] / sums["count"]
+    def loss(params, batch, step, deterministic):
+        return forward_loss(graphdef, params, rest, batch, jax.random.fold_in(key, step),
+                            deterministic=deterministic)[0]
 
     @jax.jit
     def forward(params, batch, step):
-        return loss_fn(params, batch, step, False)
+        return loss(params, batch, step, False)
 
     @jax.jit
     def fwd_bwd(params, batch, step):
-        return jax.value_and_grad(loss_fn)(params, batch, step, False)
+        return jax.value_and_grad(loss)(params, batch, step, False)
 
     @jax.jit
     def fwd_bwd_nodrop(params, batch, step):
-        return jax.value_and_grad(loss_fn)(params, batch, step, True)
+        return jax.value_and_grad(loss)(params, batch, step, True)
 
     @jax.jit
     def update(grads, opt_state, params):
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
-
-    @jax.jit
-    def step_fn(state, batch, step):
-        params, opt_state = state
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch, step, False)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
 
     step0 = jnp.asarray(0, jnp.int32)
     out = {"length": length, "seq_len": length + 1}
@@ -106,15 +100,20 @@ def profile(length: int) -> dict:
     _, grads = fwd_bwd(params, batch, step0)
     opt_state = tx.init(params)
     out["optimizer_ms"] = timed(update, grads, opt_state, params)
-    state = (params, opt_state)
-    out["step_ms"] = timed(lambda: step_fn(state, batch, step0)[1])
+    state = TrainState(params, opt_state, rest)
+
+    def blocking_step():  # the step donates its state: carry it from call to call
+        nonlocal state
+        state, metrics = step_fn(state, step0, batch, key)
+        return metrics
+
+    out["step_ms"] = timed(blocking_step)
     n = 30
-    jax.block_until_ready(step_fn(state, batch, step0))
+    jax.block_until_ready(blocking_step())
     tick = time.perf_counter()
-    s = state
     for i in range(n):
-        s, loss = step_fn(s, batch, jnp.asarray(i, jnp.int32))
-    jax.block_until_ready(loss)
+        state, metrics = step_fn(state, jnp.asarray(i, jnp.int32), batch, key)
+    jax.block_until_ready(metrics)
     out["step_pipelined_ms"] = (time.perf_counter() - tick) / n * 1e3
 
     # The attention kernel alone, at the model's shapes.
@@ -127,7 +126,7 @@ def profile(length: int) -> dict:
         argnums=(0, 1, 2)))
     out["attention_ms"] = timed(attn, q, k, v) * LAYERS
 
-    mlp_graph, mlp_params, mlp_rest = nnx.split(model.encoder.blocks[0].mlp, nnx.Param, ...)
+    mlp_graph, mlp_params, mlp_rest = split_model(model.encoder.blocks[0].mlp)
     x = jax.random.normal(jax.random.key(3), (BATCH, length + 1, DIM), jnp.bfloat16)
 
     @jax.jit

@@ -1,11 +1,11 @@
-"""Shared test fixtures: a tiny registered task, and the Hydra compose helper."""
+"""Shared test fixtures: a tiny registered task and the compose helper."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_module
 
+from lra.config import compose
 from lra.registry import TASKS, load_all
 from lra.tasks.base import Built, Task
 
@@ -35,8 +35,8 @@ class FirstToken(Task):
 
 
 def compose_config(*overrides: str):
-    with initialize_config_module(config_module="lra.configs", version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
+    """The config `lra train` would run with (lra.config.compose)."""
+    return compose(list(overrides))
 
 
 TINY = (

@@ -28,7 +28,7 @@ def test_models_stay_within_ten_percent_of_the_transformer(task):
 
 
 def test_linformer_adds_exactly_one_k_by_length_projection_per_layer():
-    from lra.cli import compose
+    from lra.config import compose
 
     cfg = compose(["task=text", "model=linformer", "~task_model"])
     seq_len = cfg.task.seq_len + 1  # the CLS token

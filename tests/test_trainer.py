@@ -95,3 +95,142 @@ def test_a_second_run_cannot_write_into_a_folder_another_run_holds(tmp_path, toy
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == metrics  # untouched
     assert json.loads((tmp_path / "run" / "record.json").read_text())["test"] == first["test"]
 
+
+
+# The pure steps, the model state they thread, the optimiser groups ------------------
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from lra.loader import BatchLoader  # noqa: E402
+from lra.models.attention import SsmParam  # noqa: E402
+from lra.trainer import (  # noqa: E402
+    Trainer, TrainState, jit_steps, make_optimizer, param_groups, split_model,
+)
+
+MOMENTUM = 0.5
+
+
+class FirstTokenNorm(nnx.Module):
+    """Embeds the first token, BatchNorm (running statistics in training mode only,
+    as S4/S5's BatchNorm blocks), linear head: the smallest model with a model state."""
+
+    def __init__(self, *, rngs):
+        self.embed = nnx.Embed(9, 8, rngs=rngs)
+        self.norm = nnx.BatchNorm(8, momentum=MOMENTUM, rngs=rngs)
+        self.head = nnx.Linear(8, 4, rngs=rngs)
+
+    def __call__(self, inputs, *, deterministic, rngs=None):
+        return self.head(self.norm(self.embed(inputs[:, 0]), use_running_average=deterministic))
+
+
+def trainer_cfg(*overrides):
+    return compose_config("trainer.lr=0.05", "trainer.schedule=constant", "trainer.warmup_steps=0",
+                          "trainer.weight_decay=0.0", *overrides).trainer
+
+
+def toy_batch(seed, n=32, shift=0):
+    tokens = np.random.default_rng(seed).integers(1, 9, (n, 4)).astype(np.int32)
+    return {"inputs": tokens, "labels": ((tokens[:, 0] - 1 + shift) % 4).astype(np.int32),
+            "weights": np.ones(n, np.float32)}
+
+
+def test_train_step_updates_the_running_statistics_and_eval_uses_them_without_changing_them():
+    model = FirstTokenNorm(rngs=nnx.Rngs(0))
+    graphdef, params, model_state = split_model(model)
+    tx = make_optimizer(trainer_cfg())
+    train, evaluate = jit_steps(graphdef, tx, lambda step: 0.05)
+    batch = toy_batch(0)
+    features = np.asarray(params["embed"]["embedding"][...])[batch["inputs"][:, 0]]
+    state = TrainState(params, tx.init(params), model_state)
+    state, _ = train(state, 0, batch, jax.random.key(0))
+    mean = np.asarray(state.model_state["norm"]["mean"][...])
+    var = np.asarray(state.model_state["norm"]["var"][...])
+    # flax's BatchNorm: running = momentum * running + (1 - momentum) * batch statistic,
+    # from the features of the parameters before the step (mean 0 and var 1 at init).
+    np.testing.assert_allclose(mean, (1 - MOMENTUM) * features.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(var, MOMENTUM + (1 - MOMENTUM) * features.var(0), rtol=1e-5)
+
+    eval_batch = toy_batch(1)
+    sums, _ = evaluate(state.params, state.model_state, eval_batch)
+    p = jax.tree.map(np.asarray, nnx.to_pure_dict(state.params))
+    x = p["embed"]["embedding"][eval_batch["inputs"][:, 0]].astype(np.float64)
+    x = (x - mean) / np.sqrt(var + 1e-5) * p["norm"]["scale"] + p["norm"]["bias"]
+    logits = x @ p["head"]["kernel"] + p["head"]["bias"]
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    expected = -logp[np.arange(32), eval_batch["labels"]].sum()  # running statistics, float64
+    assert float(sums["loss_sum"]) == pytest.approx(expected, rel=1e-4)
+    np.testing.assert_array_equal(np.asarray(state.model_state["norm"]["mean"][...]), mean)
+
+    state, _ = train(state, 1, toy_batch(2), jax.random.key(0))  # and into the next step
+    assert not np.allclose(np.asarray(state.model_state["norm"]["mean"][...]), mean)
+
+
+def test_fit_tests_the_best_validation_parameters_and_their_model_state():
+    """Validation labels are the training rule shifted by one, so validation accuracy
+    falls as the model learns: the best step is an early evaluation, not the last."""
+    rows = {"train": toy_batch(3, 256), "val": toy_batch(4, 64, shift=1)}
+    loaders = {k: BatchLoader(v, 32, train=k == "train", seed=0) for k, v in rows.items()}
+    trainer = Trainer(FirstTokenNorm(rngs=nnx.Rngs(0)),
+                      trainer_cfg("trainer.lr=0.01", "trainer.max_steps=40", "trainer.eval_every=2"),
+                      seed=0)
+    fit = trainer.fit(loaders["train"], loaders["val"], progress=False)
+    final = trainer.evaluate(trainer.state.params, trainer.state.model_state, loaders["val"])
+    best = trainer.evaluate(fit["best_params"], fit["best_model_state"], loaders["val"])
+    assert fit["best_val"]["step"] < 40 and final["accuracy"] < fit["best_val"]["accuracy"]
+    assert best["accuracy"] == fit["best_val"]["accuracy"] and best["loss"] == fit["best_val"]["loss"]
+
+
+class WithSsm(nnx.Module):
+    """A plain Param named like an SSM matrix and an SsmParam named like a norm scale:
+    the groups must follow the variable type, not the name."""
+
+    def __init__(self):
+        self.B = nnx.Param(jnp.full((3,), 2.0))
+        self.scale = SsmParam(jnp.full((2,), 2.0))
+
+
+def test_ssm_params_get_their_own_learning_rate_and_weight_decay():
+    _, params, _ = split_model(WithSsm())
+    groups = nnx.to_pure_dict(param_groups(params))
+    assert groups == {"B": "default", "scale": "ssm"}
+    cfg = trainer_cfg("trainer.lr=0.1", "trainer.weight_decay=0.5", "trainer.warmup_steps=2",
+                      "trainer.ssm_lr=0.01", "trainer.ssm_weight_decay=0.25")
+    tx = make_optimizer(cfg)
+    opt_state = tx.init(params)
+    grads = jax.tree.map(jnp.ones_like, params)
+    values = params
+    for _ in range(2):  # warmup 2: the first step has lr 0, the second half the base lr
+        updates, opt_state = tx.update(grads, opt_state, values)
+        values = jax.tree.map(lambda p, u: p + u, values, updates)
+    # AdamW with a constant gradient: each step moves by lr_t * (1 + weight_decay * p).
+    np.testing.assert_allclose(values["B"][...], 2.0 - 0.5 * 0.1 * (1 + 0.5 * 2.0), rtol=1e-6)
+    np.testing.assert_allclose(values["scale"][...], 2.0 - 0.5 * 0.01 * (1 + 0.25 * 2.0), rtol=1e-6)
+    one_group = make_optimizer(trainer_cfg("trainer.lr=0.1", "trainer.weight_decay=0.5"))
+    updates, _ = one_group.update(grads, one_group.init(params), params)
+    np.testing.assert_allclose(updates["scale"][...], -0.1 * (1 + 0.5 * 2.0), rtol=1e-6)
+
+
+def test_encoder_options_are_the_encoder_config_fields_and_missing_ones_take_its_defaults():
+    import dataclasses
+
+    from omegaconf import open_dict
+
+    from lra.models import EncoderConfig
+    from lra.run import ENCODER_FIELDS, encoder_config
+    from lra.tasks.base import get_task
+
+    cfg = compose_config("task=listops", "encoder.dropout=0.25")
+    spec = get_task("listops").spec(cfg.task)
+    with open_dict(cfg):
+        del cfg.encoder["pooling"], cfg.encoder["learned_pos_emb"]
+    enc = encoder_config(cfg, spec)
+    assert enc.dropout == 0.25 and enc.max_len == spec.seq_len
+    defaults = {f.name: f.default for f in dataclasses.fields(EncoderConfig)}
+    assert enc.pooling == defaults["pooling"] and enc.learned_pos_emb == defaults["learned_pos_emb"]
+    assert set(ENCODER_FIELDS) == set(defaults) - {"vocab_size", "max_len", "dtype"}
+    with open_dict(cfg):
+        cfg.encoder["nosuch"] = 1
+    with pytest.raises(LraError, match="nosuch"):
+        encoder_config(cfg, spec)

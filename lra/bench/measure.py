@@ -211,7 +211,6 @@ def _measure(spec: dict[str, Any]) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
     import numpy as np
-    import optax
     from flax import nnx
 
     from lra.models import EncoderConfig, build_model
@@ -233,7 +232,7 @@ def _measure(spec: dict[str, Any]) -> dict[str, Any]:
     seed = int(spec["seed"])
     model = build_model(spec["base"], dict(spec["options"]), enc, enc_spec["classes"],
                         rngs=nnx.Rngs(seed))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    graphdef, params, rest = trainer.split_model(model)
     del model
     out: dict[str, Any] = {
         "params": int(sum(x.size for x in jax.tree.leaves(params))),
@@ -269,16 +268,14 @@ def _measure(spec: dict[str, Any]) -> dict[str, Any]:
             flops_source = "xla"
         return flops
 
+    # The steps of `lra train` (lra.trainer.train_step / eval_step), not a copy.
+    opt_cfg = optimizer_config()
+    tx = trainer.make_optimizer(opt_cfg)
+    train_step, eval_step = trainer.jit_steps(graphdef, tx, trainer.make_schedule(opt_cfg))
     if spec["mode"] in ("infer", "both"):
-        def eval_fn(params, rest, batch):
-            model = nnx.merge(graphdef, params, rest)
-            logits = model(batch["inputs"], deterministic=True)
-            sums, predictions = trainer.weighted_metrics(logits, batch["labels"], batch["weights"])
-            return sums, predictions
-
         tick = time.perf_counter()
         with no_cache_write():
-            compiled = jax.jit(eval_fn).lower(params, rest, batch).compile()
+            compiled = eval_step.lower(params, rest, batch).compile()
         out["compile_infer_s"] = round(time.perf_counter() - tick, 3)
         out["compiled_bytes_infer"] = _compiled_bytes(compiled)
         check_limit(out["compiled_bytes_infer"], "inference step")
@@ -294,32 +291,13 @@ def _measure(spec: dict[str, Any]) -> dict[str, Any]:
         del compiled
 
     if spec["mode"] in ("train", "both"):
-        tx = trainer.make_optimizer(optimizer_config())
         dropout_key = jax.random.key(seed + 1)
-
-        def train_fn(state, step, rest, batch):  # the pure step of lra.trainer.Trainer
-            params, opt_state = state
-
-            def loss_fn(params):
-                model = nnx.merge(graphdef, params, rest)
-                rngs = nnx.Rngs(jax.random.fold_in(dropout_key, step))
-                logits = model(batch["inputs"], deterministic=False, rngs=rngs)
-                sums, _ = trainer.weighted_metrics(logits, batch["labels"], batch["weights"])
-                return sums["loss_sum"] / jnp.maximum(sums["count"], 1.0), sums
-
-            (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            metrics = {"loss": loss,
-                       "accuracy": sums["correct_sum"] / jnp.maximum(sums["count"], 1.0)}
-            return (params, opt_state), metrics
-
-        state = (params, tx.init(params))
-        del params
+        state = trainer.TrainState(params, tx.init(params), rest)
+        del params, rest
         step0 = jnp.asarray(0, jnp.int32)
         tick = time.perf_counter()
         with no_cache_write():
-            compiled = jax.jit(train_fn, donate_argnums=(0,)).lower(state, step0, rest, batch).compile()
+            compiled = train_step.lower(state, step0, batch, dropout_key).compile()
         out["compile_train_s"] = round(time.perf_counter() - tick, 3)
         out["compiled_bytes_train"] = _compiled_bytes(compiled)
         check_limit(out["compiled_bytes_train"], "training step")
@@ -329,7 +307,7 @@ def _measure(spec: dict[str, Any]) -> dict[str, Any]:
         def one_step():
             nonlocal state
             counter["step"] += 1
-            state, metrics = compiled(state, jnp.asarray(counter["step"], jnp.int32), rest, batch)
+            state, metrics = compiled(state, jnp.asarray(counter["step"], jnp.int32), batch, dropout_key)
             return state, metrics
 
         seconds, repeats = _time_steps(one_step, spec["warmup"], spec["repeats"], spec["timing_s"])

@@ -239,9 +239,10 @@ def render_markdown(sweep: Sweep, rows: list[dict[str, Any]], plot_note: str | N
         "for every model, because attention dropout needs the attention weights and forces "
         "`transformer` onto its explicit (materialised) path, so no fused baseline could exist.",
         "- Inputs: random bytes in 1..vocab-1 (never padding), full length; labels random.",
-        "- Training step: forward, backward and AdamW update (lra.trainer.make_optimizer, the "
-        "trainer's pure split/merge step under jax.jit, state donated). Inference step: forward "
-        "and metrics.",
+        "- Training step: exactly the step `lra train` runs, `lra.trainer.train_step` (forward, "
+        "backward, gradient norm, learning rate, AdamW update of `lra.trainer.make_optimizer`, "
+        "loss and accuracy) under jax.jit, state donated. Inference step: "
+        "`lra.trainer.eval_step` (forward and metrics), as `lra train` evaluates.",
         f"- Timing: {s['warmup']} warm-up steps excluded, then the median of {timed} timed "
         "steps, each ended by jax.block_until_ready. Compile time is reported separately.",
         "- Memory: " + memory_note(rows, s["isolate"]),

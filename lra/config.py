@@ -1,0 +1,67 @@
+"""The one home of config composition: Hydra compose and the override checks.
+
+Every entry point (`lra train`, `lra data`, `lra bench`, the scripts, the tests)
+composes its config here, so an override means the same everywhere and a typo
+gives the same one-line `LraError` everywhere, before any file is written.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from lra.errors import LraError
+
+CONFIG_MODULE = "lra.configs"
+GROUPS = ("task", "model", "trainer", "experiment", "task_model")
+
+
+def config_choices(group: str) -> list[str]:
+    """The option names of a config group (the .yaml files in configs/<group>/)."""
+    folder = resources.files(CONFIG_MODULE) / group
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def check_overrides(overrides: list[str], groups: tuple[str, ...] = GROUPS) -> None:
+    """Syntax and group choices, so typos fail before Hydra starts."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as err:
+        first = str(err).strip().splitlines()[0]
+        raise LraError(f"cannot parse the overrides: {first}")
+    for override in parsed:
+        group = override.key_or_group
+        if group not in groups or override.is_delete():
+            continue
+        valid = config_choices(group)
+        values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        for value in values:
+            if value is not None and str(value) not in valid:
+                raise LraError(
+                    f"unknown {group} '{value}'; choose one of: {', '.join(valid)}"
+                )
+
+
+def compose(overrides: list[str], *, config_name: str = "train", hydra: bool = False):
+    """The config `lra <command>` runs with (single run, no sweep).
+
+    hydra=True keeps the `hydra` node (run folder, group choices) for a caller
+    that runs the job itself instead of through `hydra.main`.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    check_overrides(overrides)
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=list(overrides),
+                                 return_hydra_config=hydra)
+    except (HydraException, OmegaConfBaseException) as err:
+        first = str(err).strip().splitlines()[0]
+        raise LraError(f"bad configuration: {first} (see the keys with: lra train --cfg job)")
