@@ -27,7 +27,16 @@ def test_listops_quick_is_the_config_of_the_committed_cpu_result():
     assert record["experiment"] == "quick"
     cfg = OmegaConf.to_container(compose_config("task=listops", "experiment=quick"), resolve=True)
     for key in ("task", "encoder", "trainer", "model", "seed", "progress"):
-        assert cfg[key] == record["config"][key], key
+        stored = record["config"][key]
+        if isinstance(stored, dict):  # keys added since must hold the value that changes nothing
+            added = {k: v for k, v in cfg[key].items() if k not in stored}
+            assert added == NEUTRAL_SINCE.get(key, {}), key
+            cfg[key] = {k: v for k, v in cfg[key].items() if k in stored}
+        assert cfg[key] == stored, key
+
+
+# Keys added to the config after results/cpu/ was run, at values that leave the run as it was.
+NEUTRAL_SINCE = {"trainer": {"ssm_lr": None, "ssm_weight_decay": 0.0}}  # ssm_lr null: one optimiser group
 
 
 @pytest.mark.parametrize("task", TASK_NAMES)
@@ -52,7 +61,7 @@ def test_a_preset_for_another_task_is_refused_in_one_line():
     assert str(err.value) == ("the experiment preset is for task=text, not task=listops; "
                               "use it with task=text (presets for listops: quick)")
     with pytest.raises(LraError, match=r"^experiment=quick is for task=listops, not task=text;"):
-        check_preset(compose_config("task=text", "experiment=per_task/quick_listops"), "quick")
+        check_preset(compose_config("task=listops", "experiment=quick", "task.name=text"), "quick")
 
 
 def test_a_task_without_a_quick_version_is_named():
