@@ -8,6 +8,7 @@ gives the same one-line `LraError` everywhere, before any file is written.
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 
 from lra.errors import LraError
 
@@ -15,15 +16,16 @@ CONFIG_MODULE = "lra.configs"
 GROUPS = ("task", "model", "trainer", "experiment", "task_model")
 
 
-def config_choices(group: str) -> list[str]:
-    """The option names of a config group (the .yaml files in configs/<group>/)."""
-    folder = resources.files(CONFIG_MODULE) / group
-    if not folder.is_dir():
-        return []
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+def config_choices(group: str, config_dirs: tuple[str, ...] = ()) -> list[str]:
+    """The option names of a config group: the .yaml files in configs/<group>/ and
+    in <dir>/<group>/ of each extra config folder (`lra train --config-dir DIR`)."""
+    folders = [resources.files(CONFIG_MODULE) / group, *(Path(d) / group for d in config_dirs)]
+    return sorted({p.name[: -len(".yaml")] for folder in folders if folder.is_dir()
+                   for p in folder.iterdir() if p.name.endswith(".yaml")})
 
 
-def check_overrides(overrides: list[str], groups: tuple[str, ...] = GROUPS) -> None:
+def check_overrides(overrides: list[str], groups: tuple[str, ...] = GROUPS,
+                    config_dirs: tuple[str, ...] = ()) -> None:
     """Syntax and group choices, so typos fail before Hydra starts."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
@@ -37,7 +39,7 @@ def check_overrides(overrides: list[str], groups: tuple[str, ...] = GROUPS) -> N
         group = override.key_or_group
         if group not in groups or override.is_delete():
             continue
-        valid = config_choices(group)
+        valid = config_choices(group, config_dirs)
         values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
         for value in values:
             if value is not None and str(value) not in valid:
@@ -65,3 +67,26 @@ def compose(overrides: list[str], *, config_name: str = "train", hydra: bool = F
     except (HydraException, OmegaConfBaseException) as err:
         first = str(err).strip().splitlines()[0]
         raise LraError(f"bad configuration: {first} (see the keys with: lra train --cfg job)")
+
+
+# Top-level keys of a composed config besides train.yaml's own: the groups' packages
+# and the key by which a preset names its task (lra/presets.py).
+GROUP_KEYS = ("task", "model", "trainer", "encoder", "preset_task")
+
+
+def check_keys(cfg) -> None:
+    """Keys nothing reads are typos (`+trainer.foo=1`, `+sed=1`), and the seed must be
+    one numpy and JAX accept: one line each, before any file is written."""
+    from omegaconf import OmegaConf
+
+    root = resources.files(CONFIG_MODULE)
+    known = set(OmegaConf.load(root / "train.yaml")) - {"defaults", "hydra"} | set(GROUP_KEYS)
+    trainer = set(OmegaConf.load(root / "trainer" / "default.yaml"))
+    for prefix, keys, valid in (("", cfg.keys(), known), ("trainer.", cfg.trainer.keys(), trainer)):
+        unknown = sorted(set(keys) - valid)
+        if unknown:
+            raise LraError(f"unknown key {prefix}{unknown[0]}; valid: "
+                           f"{', '.join(prefix + k for k in sorted(valid))}")
+    seed = cfg.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+        raise LraError(f"seed must be an integer from 0 to 2**32 - 1, got {seed!r}")

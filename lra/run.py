@@ -18,14 +18,16 @@ from flax import nnx
 from omegaconf import DictConfig, OmegaConf
 
 from lra import data as lra_data
+from lra.config import check_keys
 from lra.errors import LraError
 from lra.loader import BatchLoader
+from lra.memory import check_fits
 from lra.models import EncoderConfig, build_model, check_model
-from lra.records import git_commit, package_versions, utc_now, write_record
 from lra.presets import check_preset
+from lra.records import git_commit, package_versions, utc_now, write_record
 from lra.registry import load_all
 from lra.tasks.base import TaskSpec, get_task
-from lra.tracking import Tracker, logger_names, make_tracker
+from lra.tracking import Tracker, close_run_log, log, logger_names, make_tracker, open_run_log
 from lra.trainer import PRECISIONS, Trainer, check_trainer, peak_memory_bytes
 
 # The encoder options a config may set: every EncoderConfig field but those the
@@ -67,6 +69,7 @@ def validate(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig]:
 def _validate(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig]:
     load_all()
     task = get_task(cfg.task.name)
+    check_keys(cfg)
     check_preset(cfg)
     task.check(cfg.task)
     check_trainer(cfg.trainer)
@@ -112,11 +115,13 @@ def claim_run_dir(run_dir: Path) -> None:
 
 
 def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None = None,
-                     progress: bool = True, experiment: str | None = None) -> dict[str, Any]:
+                     progress: bool = True, experiment: str | None = None,
+                     overrides: list[str] | None = None) -> dict[str, Any]:
     """Run one training job described by a composed config and write its record.
 
     `experiment` names the preset the config was composed with (the leaderboard
-    keeps preset runs apart from runs of the task's own configuration).
+    keeps preset runs apart from runs of the task's own configuration);
+    `overrides`, the command line it was composed from (`lra train --rerun`).
     """
     spec, enc = validate(cfg)
     splits, manifest = lra_data.load(cfg.task, cfg.data_dir)
@@ -132,13 +137,18 @@ def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None 
         )
         for name in ("train", "val", "test")
     }
+    trainer = Trainer(build(cfg, spec, enc), cfg.trainer, seed=seed)
+    check_fits(trainer.compile_train_step(splits["train"]["inputs"].shape[1:]), jax.local_devices()[0])
     claim_run_dir(run_dir)
+    open_run_log(run_dir)
+    log.info("lra train %s", " ".join(overrides or []))
     started, wall = utc_now(), time.perf_counter()
     record: dict[str, Any] = {
         "task": spec.name,
         "model": cfg.model.name,
         "seed": seed,
         "experiment": experiment,
+        "overrides": overrides,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "data": {"key": manifest["key"], "source": manifest.get("source"), "counts": manifest["counts"]},
         "started": started,
@@ -149,11 +159,11 @@ def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None 
     }
     tracker = tracker or make_tracker(cfg.logger, run_dir, record["config"])
     try:
-        trainer = Trainer(build(cfg, spec, enc), cfg.trainer, seed=seed, tracker=tracker)
+        trainer.tracker = tracker
         record["param_count"] = trainer.param_count
         fit = trainer.fit(loaders["train"], loaders["val"], progress=progress)
         test = trainer.evaluate(fit["best_params"], fit["best_model_state"], loaders["test"],
-                                keep_predictions=True)
+                                keep_predictions=True, progress="test" if progress else None)
         tracker.log(fit["steps"], {"test/loss": test["loss"], "test/accuracy": test["accuracy"]})
     except LraError:
         raise
@@ -184,4 +194,8 @@ def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None 
         date=utc_now(),
     )
     write_record(run_dir, record)
+    log.info("%s: %s/%s seed %d test accuracy %.4f (best val %.4f at step %d) -> %s",
+             record["status"], spec.name, cfg.model.name, seed, test["accuracy"],
+             fit["best_val"]["accuracy"], fit["best_val"]["step"], run_dir / "record.json")
+    close_run_log()
     return record

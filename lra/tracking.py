@@ -19,7 +19,6 @@ A tracker receives one flat dict of numbers per step (`log`) and is closed once
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import logging
@@ -180,22 +179,27 @@ class _ConsoleHandler(logging.Handler):
             self.handleError(record)
 
 
-@contextlib.contextmanager
-def run_log(run_dir: Path):
-    """While a run lasts, what the `lra` loggers say goes to <run>/train.log (with
-    times) and to the terminal (without)."""
+_run_handlers: list[logging.Handler] = []
+
+
+def open_run_log(run_dir: Path) -> None:
+    """From now until `close_run_log`, what the `lra` loggers say goes to
+    <run>/train.log (with times) and to the terminal (without). Called once the run
+    folder is the run's own, so a run refused earlier leaves no file."""
+    close_run_log()
     file = logging.FileHandler(run_dir / RUN_LOG, encoding="utf-8")
     file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     console = _ConsoleHandler()
     console.setFormatter(logging.Formatter("%(message)s"))
-    previous = log.level
     log.setLevel(logging.INFO)
-    log.addHandler(file)
-    log.addHandler(console)
-    try:
-        yield
-    finally:
-        log.removeHandler(file)
-        log.removeHandler(console)
-        log.setLevel(previous)
-        file.close()
+    for handler in (file, console):
+        log.addHandler(handler)
+        _run_handlers.append(handler)
+
+
+def close_run_log() -> None:
+    """Detach and close the handlers of `open_run_log` (a no-op without a run)."""
+    while _run_handlers:
+        handler = _run_handlers.pop()
+        log.removeHandler(handler)
+        handler.close()

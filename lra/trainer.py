@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 
 from lra.errors import LraError
 from lra.loader import BatchLoader
-from lra.tracking import NoOpTracker, Tracker
+from lra.memory import compile_with_estimate
+from lra.tracking import NoOpTracker, Tracker, log
 
 SCHEDULES = ("rsqrt", "cosine", "constant")
 PRECISIONS = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
@@ -225,6 +226,23 @@ class Trainer:
                                     self.replicated)
         self.step = 0  # steps taken; with `state` and the loader position, a resumable point
         self._train_step, self._eval_step = jit_steps(self.graphdef, self.tx, self.schedule)
+        self.compile_seconds = 0.0  # ahead-of-time compilation (compile_train_step)
+
+    def compile_train_step(self, input_shape: tuple[int, ...]) -> int | None:
+        """Compile the train step for batches of `input_shape` examples before the
+        first batch, and return its peak memory in bytes (lra/memory.py). The loop
+        then calls this compiled step: knowing the memory costs no second compile."""
+        def batch_of(shape, dtype):
+            return jax.ShapeDtypeStruct(shape, dtype, sharding=self.batch_sharding)
+
+        size = int(self.cfg.batch_size)
+        batch = {"inputs": batch_of((size, *input_shape), jnp.int32),
+                 "labels": batch_of((size,), jnp.int32), "weights": batch_of((size,), jnp.float32)}
+        tick = time.perf_counter()
+        self._train_step, estimate = compile_with_estimate(
+            self._train_step, self.state, self.step, batch, self.dropout_key)
+        self.compile_seconds = time.perf_counter() - tick
+        return estimate
 
     # Loops -------------------------------------------------------------------
 
@@ -235,12 +253,18 @@ class Trainer:
         }
 
     def evaluate(self, params, model_state, loader: BatchLoader, max_batches: int | None = None,
-                 keep_predictions: bool = False) -> dict[str, Any]:
+                 keep_predictions: bool = False, progress: str | None = None) -> dict[str, Any]:
+        """Metrics over `loader` (its first `max_batches`); `progress` names a tqdm bar
+        of the batches (e.g. "val", "test"), None shows none."""
         totals = {"loss_sum": 0.0, "correct_sum": 0.0, "count": 0.0}
         predictions, labels = [], []
+        batches = loader.batches_per_epoch if max_batches is None else min(max_batches, loader.batches_per_epoch)
+        bar = tqdm(total=batches, desc=progress, unit="batch", disable=progress is None,
+                   dynamic_ncols=True, leave=False)
         for index, batch in enumerate(loader):
             if max_batches is not None and index >= max_batches:
                 break
+            bar.update(1)
             sums, preds = self._eval_step(params, model_state, self.shard(batch))
             for key in totals:
                 totals[key] += float(sums[key])
@@ -248,6 +272,7 @@ class Trainer:
                 real = batch["weights"] > 0
                 predictions.append(np.asarray(preds)[real])
                 labels.append(batch["labels"][real])
+        bar.close()
         count = max(totals["count"], 1.0)
         result = {
             "loss": totals["loss_sum"] / count,
@@ -284,7 +309,7 @@ class Trainer:
             self.step = step + 1
             if step == 0:  # the first call compiles; keep it out of the throughput
                 jax.block_until_ready(metrics)
-                compile_seconds = time.perf_counter() - tick
+                compile_seconds = self.compile_seconds + time.perf_counter() - tick
                 tick = time.perf_counter()
             pending.append((step + 1, metrics))
             examples += int(cfg.batch_size) if step > 0 else 0
@@ -303,12 +328,16 @@ class Trainer:
                     break
             if at_eval:
                 train_seconds += time.perf_counter() - tick
-                result = self.evaluate(self.state.params, self.state.model_state, val, cfg.eval_batches)
+                result = self.evaluate(self.state.params, self.state.model_state, val, cfg.eval_batches,
+                                       progress="val" if progress else None)
                 self.tracker.log(step + 1, {"val/loss": result["loss"], "val/accuracy": result["accuracy"]})
                 if result["accuracy"] > best["accuracy"]:
                     best = {"accuracy": result["accuracy"], "loss": result["loss"], "step": step + 1}
                     best_params, best_model_state = jax.tree.map(
                         jnp.copy, (self.state.params, self.state.model_state))
+                log.info("step %d/%d: train loss %.4f, val loss %.4f accuracy %.4f (best %.4f at step %d)",
+                         step + 1, max_steps, last_loss, result["loss"], result["accuracy"],
+                         best["accuracy"], best["step"])
                 bar.set_postfix(loss=f"{last_loss:.3f}", val_acc=f"{result['accuracy']:.3f}")
                 tick = time.perf_counter()
                 if time.perf_counter() - started > budget:

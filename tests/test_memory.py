@@ -81,3 +81,34 @@ def test_cpu_memory_is_the_available_ram(tmp_path):
                                      (300 * 2 ** 20, "300 MiB")])
 def test_sizes_read_as_people_write_them(n, text):
     assert human_size(n) == text
+
+
+def test_a_run_that_cannot_fit_is_refused_before_its_folder(tmp_path, toy_overrides, monkeypatch):
+    from conftest import compose_config
+    from lra.run import train_and_record
+
+    monkeypatch.setattr("lra.memory.device_memory_bytes", lambda device: 2 ** 20)
+    cfg = compose_config(*toy_overrides)
+    with pytest.raises(LraError, match=r"^the training step needs about \d+ MiB, this machine has "
+                                       r"1 MiB free; use a GPU"):
+        train_and_record(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_run_trains_with_the_step_compiled_for_the_estimate(toy_overrides):
+    """The estimate's compile is not thrown away: the loop calls that compiled step."""
+    from conftest import compose_config
+    from lra import data as lra_data
+    from lra.loader import BatchLoader
+    from lra.run import build, validate
+    from lra.trainer import Trainer
+
+    cfg = compose_config(*toy_overrides, "trainer.max_steps=2", "trainer.eval_every=2")
+    spec, enc = validate(cfg)
+    splits, _ = lra_data.load(cfg.task, cfg.data_dir)
+    trainer = Trainer(build(cfg, spec, enc), cfg.trainer, seed=0)
+    estimate = trainer.compile_train_step(splits["train"]["inputs"].shape[1:])
+    assert isinstance(trainer._train_step, jax.stages.Compiled) and estimate > 0
+    loaders = [BatchLoader(splits[name], 32, train=name == "train") for name in ("train", "val")]
+    fit = trainer.fit(*loaders, progress=False)
+    assert fit["steps"] == 2 and fit["compile_seconds"] >= trainer.compile_seconds > 0

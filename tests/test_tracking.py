@@ -191,10 +191,11 @@ def test_an_unknown_logger_is_refused_before_the_run(tmp_path, toy_overrides):
 def test_run_log_writes_the_file_and_the_terminal_and_detaches(tmp_path, capsys):
     import logging
 
-    from lra.tracking import RUN_LOG, run_log
+    from lra.tracking import RUN_LOG, close_run_log, open_run_log
 
-    with run_log(tmp_path):
-        logging.getLogger("lra.trainer").info("step 10: val accuracy 0.5000")
+    open_run_log(tmp_path)
+    logging.getLogger("lra.trainer").info("step 10: val accuracy 0.5000")
+    close_run_log()
     logging.getLogger("lra.trainer").info("after the run")
     lines = (tmp_path / RUN_LOG).read_text().splitlines()
     assert len(lines) == 1 and lines[0].endswith("INFO step 10: val accuracy 0.5000")
