@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from test_cli import assert_one_line_error, lra, no_records
+from test_tracking import read_scalars
 
 BIN = Path(sys.executable).parent
 
@@ -96,14 +97,19 @@ def test_a_run_is_rerun_exactly_from_its_record(tmp_path, capsys):
     small = ["task=listops", "experiment=quick", "task.data.train_size=64", "task.data.val_size=16",
              "task.data.test_size=16", "task.data.min_length=4", "task.data.max_length=14",
              "task.seq_len=16", "encoder.num_layers=1", "encoder.dim=16", "encoder.qkv_dim=16",
-             "encoder.mlp_dim=16", "trainer.max_steps=2", "trainer.eval_every=2", "progress=false",
-             f"runs_dir={tmp_path / 'runs'}", f"data_dir={tmp_path / 'data'}"]
+             "encoder.mlp_dim=16", "trainer.max_steps=2", "trainer.eval_every=1", "progress=false",
+             "logger=[jsonl,tensorboard]", f"runs_dir={tmp_path / 'runs'}", f"data_dir={tmp_path / 'data'}"]
     assert main(["train", *small]) == 0
     (run_dir,) = [p.parent for p in (tmp_path / "runs").rglob("record.json")]
     record = json.loads((run_dir / "record.json").read_text())
     assert record["overrides"] == small
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    scalars = read_scalars(run_dir / "tensorboard")  # both backends got every number
+    for tag in ("train/loss", "val/accuracy", "test/accuracy"):
+        assert scalars[tag] == [(row["step"], pytest.approx(row[tag])) for row in rows if tag in row]
+    assert [step for step, _ in scalars["val/accuracy"]] == [1, 2]
     log = (run_dir / "train.log").read_text()
-    assert "lra train task=listops" in log and "step 2/2: train loss" in log
+    assert "lra train task=listops" in log and "step 1/2: train loss" in log and "step 2/2" in log
     assert log.rstrip().endswith(f"-> {run_dir / 'record.json'}")
     assert main(["train", "--rerun", str(run_dir)]) == 0
     records = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("record.json")]
@@ -112,10 +118,30 @@ def test_a_run_is_rerun_exactly_from_its_record(tmp_path, capsys):
     assert rerun["config"] == record["config"] and rerun["overrides"] == small
     assert rerun["test"] == record["test"]  # same seed, same CPU: the same run
     out = capsys.readouterr().out
-    assert f"re-running {run_dir}" in out and out.count("step 2/2: train loss") == 2
+    assert f"re-running {run_dir}" in out and out.count("step 2/2: train loss") == 2  # progress=false
 
 
 def test_rerun_of_a_folder_without_a_record_is_one_line(tmp_path):
     result = lra("train", "--rerun", str(tmp_path), cwd=tmp_path)
     assert_one_line_error(result, "record.json")
     assert no_records(tmp_path)
+
+
+def test_rerun_refuses_when_the_configs_changed_since(tmp_path, capsys):
+    """A record whose config is not what its command line composes today (here: its
+    lr edited) cannot be re-run exactly: one line, and nothing runs."""
+    from omegaconf import OmegaConf
+
+    from conftest import compose_config
+    from lra.cli import main
+
+    overrides = ["task=listops", f"runs_dir={tmp_path / 'runs'}"]
+    config = OmegaConf.to_container(compose_config(*overrides), resolve=True)
+    config["trainer"]["lr"] = 0.5
+    (tmp_path / "record.json").write_text(json.dumps(
+        {"overrides": overrides, "config": config, "git_commit": "abc123"}))
+    assert main(["train", "--rerun", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "the trainer config composed today differs" in err and "abc123" in err
+    assert not (tmp_path / "runs").exists()

@@ -165,21 +165,6 @@ def test_real_wandb_offline_run(tmp_path, monkeypatch):
     assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
-def test_a_run_logs_to_jsonl_and_tensorboard(tmp_path, toy_overrides):
-    from conftest import compose_config
-    from lra.run import train_and_record
-
-    overrides = [o for o in toy_overrides if not o.startswith("trainer.max_steps")]
-    cfg = compose_config(*overrides, "trainer.max_steps=6", "trainer.eval_every=3",
-                         "logger=[jsonl,tensorboard]")
-    train_and_record(cfg, tmp_path / "run", progress=False)
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    scalars = read_scalars(tmp_path / "run" / "tensorboard")
-    for tag in ("train/loss", "val/accuracy", "test/accuracy"):
-        assert scalars[tag] == [(row["step"], pytest.approx(row[tag])) for row in rows if tag in row]
-    assert [step for step, _ in scalars["val/accuracy"]] == [3, 6]
-
-
 def test_an_unknown_logger_is_refused_before_the_run(tmp_path, toy_overrides):
     from conftest import compose_config
     from lra.run import validate
