@@ -60,9 +60,6 @@ def train_usage() -> str:
     )
 
 
-_failures: list[str] = []
-
-
 def _train_job(cfg, run_dir: Path, experiment: str | None, overrides: list[str]) -> str | None:
     """Run one job (its summary line ends its train.log and the terminal's output);
     returns why it did not complete, or None."""
@@ -77,21 +74,19 @@ def _train_job(cfg, run_dir: Path, experiment: str | None, overrides: list[str])
     return None if record["status"] == "completed" else f"{run_dir}: {record['status']}"
 
 
-def _hydra_train(cfg) -> None:
-    """The Hydra task function behind `lra train -m`: one job of a sweep."""
+def _sweep_job(cfg) -> str | None:
+    """One job of `lra train -m` (Hydra's task function): why it did not complete, or None."""
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        failure = _train_job(cfg, run_dir, hydra_cfg.runtime.choices.get("experiment"),
-                             list(hydra_cfg.overrides.task))
+        return _train_job(cfg, run_dir, hydra_cfg.runtime.choices.get("experiment"),
+                          list(hydra_cfg.overrides.task))
     except LraError as err:  # one bad job must not stop a sweep
         _remove_empty_dirs(run_dir, Path(cfg.runs_dir))
         print(f"lra train: error: {err}", file=sys.stderr)
-        failure = str(err)
-    if failure:
-        _failures.append(failure)
+        return str(err)
 
 
 def _train_single(overrides: list[str]) -> int:
@@ -232,20 +227,28 @@ def _rerun(args: list[str]) -> int:
 
 
 def _run_hydra(args: list[str]) -> int:
-    import hydra
+    """Hydra's own command line (-m sweeps, --cfg, --info) on `args`, given explicitly.
 
-    app = hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")(
-        _hydra_train
-    )
-    saved = sys.argv
-    sys.argv = ["lra train", *args]
-    _failures.clear()
-    try:
-        app()
-    finally:
-        sys.argv = saved
-    if _failures:
-        print(f"lra train: {len(_failures)} job(s) did not complete", file=sys.stderr)
+    hydra.main reads only sys.argv and drops its task function's return values, so
+    this calls the function hydra.main calls (hydra-core 1.3's `_run_hydra`) with the
+    parsed `args`, and collects each job's failure from its return value.
+    """
+    from hydra._internal.utils import _run_hydra as run_hydra
+    from hydra._internal.utils import get_args_parser
+
+    failures: list[str] = []
+
+    def task(cfg) -> None:
+        failure = _sweep_job(cfg)
+        if failure:
+            failures.append(failure)
+
+    parser = get_args_parser()
+    parser.prog = "lra train"
+    run_hydra(args=parser.parse_args(args), args_parser=parser, task_function=task,
+              config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
+    if failures:
+        print(f"lra train: {len(failures)} job(s) did not complete", file=sys.stderr)
         return 1
     return 0
 

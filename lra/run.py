@@ -28,7 +28,7 @@ from lra.records import git_commit, package_versions, utc_now, write_record
 from lra.registry import load_all
 from lra.tasks.base import TaskSpec, get_task
 from lra.tracking import Tracker, close_run_log, log, logger_names, make_tracker, open_run_log
-from lra.trainer import PRECISIONS, Trainer, check_trainer, peak_memory_bytes
+from lra.trainer import PRECISIONS, Trainer, TrainerConfig, peak_memory_bytes
 
 # The encoder options a config may set: every EncoderConfig field but those the
 # task (vocab_size, max_len) and trainer.precision (dtype) decide.
@@ -59,25 +59,39 @@ def encoder_config(cfg: DictConfig, spec: TaskSpec) -> EncoderConfig:
 
 
 def validate(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig]:
-    """All config-time checks: names, trainer, task and model against the task."""
+    """All config-time checks: seed, names, trainer, task and model against the task."""
+    spec, enc, _ = checked(cfg)
+    return spec, enc
+
+
+def checked(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig, TrainerConfig]:
+    """`validate`, also returning the typed trainer options (what a run uses)."""
     try:
         return _validate(cfg)
     except (ValueError, TypeError) as err:  # e.g. task.seq_len=abc
         raise LraError(f"a config value has the wrong type ({err}); fix the override")
 
 
-def _validate(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig]:
+def check_seed(seed) -> int:
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise LraError(f"seed must be an integer >= 0, got {seed!r}")
+    return seed
+
+
+def _validate(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig, TrainerConfig]:
     load_all()
+    check_seed(cfg.seed)
     task = get_task(cfg.task.name)
     check_keys(cfg)
     check_preset(cfg)
     task.check(cfg.task)
-    check_trainer(cfg.trainer)
+    trainer = TrainerConfig.from_config(cfg.trainer)
+    trainer.check_devices(jax.device_count())
     logger_names(cfg.logger)
     spec = task.spec(cfg.task)
     enc = encoder_config(cfg, spec)
     check_model(cfg.model.name, model_options(cfg), enc)
-    return spec, enc
+    return spec, enc, trainer
 
 
 def build(cfg: DictConfig, spec: TaskSpec, enc: EncoderConfig) -> nnx.Module:
@@ -123,13 +137,13 @@ def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None 
     keeps preset runs apart from runs of the task's own configuration);
     `overrides`, the command line it was composed from (`lra train --rerun`).
     """
-    spec, enc = validate(cfg)
+    spec, enc, trainer_cfg = checked(cfg)
     splits, manifest = lra_data.load(cfg.task, cfg.data_dir)
     seed = int(cfg.seed)
     loaders = {
         name: BatchLoader(
             splits[name],
-            int(cfg.trainer.batch_size if name == "train" else cfg.trainer.eval_batch_size),
+            trainer_cfg.batch_size if name == "train" else trainer_cfg.eval_batch_size,
             train=name == "train",
             seed=seed,
             process_index=jax.process_index(),
@@ -137,7 +151,7 @@ def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None 
         )
         for name in ("train", "val", "test")
     }
-    trainer = Trainer(build(cfg, spec, enc), cfg.trainer, seed=seed)
+    trainer = Trainer(build(cfg, spec, enc), trainer_cfg, seed=seed)
     check_fits(trainer.compile_train_step(splits["train"]["inputs"].shape[1:]), jax.local_devices()[0])
     claim_run_dir(run_dir)
     open_run_log(run_dir)

@@ -39,12 +39,13 @@ def make_schedule(cfg, base_lr: float | None = None) -> Callable:
 
     rsqrt: base * min(1, step/warmup) / sqrt(max(step, warmup)), the LRA code's
     'constant * linear_warmup * rsqrt_decay'; cosine: 'constant * linear_warmup *
-    cosine_decay', a half cosine over `cycle_steps` counted from the end of warmup
-    (LRA's steps_per_cycle; null = max_steps), then zero; constant: warmup only.
+    cosine_decay', LRA's cyclic half cosine over `cycle_steps` counted from the end
+    of warmup (LRA's steps_per_cycle; null = max_steps, so one cycle spans the run);
+    constant: warmup only.
     `base_lr` replaces `cfg.lr` (the SSM group's schedule has the same shape).
     """
     base, warmup = float(cfg.lr if base_lr is None else base_lr), int(cfg.warmup_steps)
-    cycle = int(cfg.get("cycle_steps") or cfg.max_steps)
+    cycle = int(cfg.cycle_steps or cfg.max_steps)
 
     def warm(step):
         return jnp.minimum(1.0, step / warmup) if warmup > 0 else 1.0
@@ -53,8 +54,8 @@ def make_schedule(cfg, base_lr: float | None = None) -> Callable:
         return lambda step: base * warm(step) / jnp.sqrt(jnp.maximum(step, max(warmup, 1)))
     if cfg.schedule == "cosine":
         def cosine(step):
-            progress = jnp.clip((step - warmup) / cycle, 0.0, 1.0)
-            return base * warm(step) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+            progress = jnp.maximum(0.0, (step - warmup) / cycle)
+            return base * warm(step) * 0.5 * (1.0 + jnp.cos(jnp.pi * (progress % 1.0)))
         return cosine
     return lambda step: base * warm(step)
 
@@ -86,38 +87,120 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
     if cfg.grad_clip and cfg.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(float(cfg.grad_clip)))
     default = adamw(make_schedule(cfg), cfg.weight_decay)
-    if cfg.get("ssm_lr") is None:
+    if cfg.ssm_lr is None:
         parts.append(default)
     else:
-        ssm = adamw(make_schedule(cfg, cfg.ssm_lr), float(cfg.get("ssm_weight_decay") or 0.0))
+        ssm = adamw(make_schedule(cfg, cfg.ssm_lr), cfg.ssm_weight_decay)
         parts.append(optax.multi_transform({"default": default, "ssm": ssm}, param_groups))
     return optax.chain(*parts)
 
 
-def check_trainer(cfg) -> None:
-    """Reject trainer settings that cannot work, with the field and the fix."""
-    positive = ("max_steps", "batch_size", "eval_every", "eval_batch_size")
-    for field in positive:
-        if cfg[field] is None or int(cfg[field]) <= 0:
-            raise LraError(f"trainer.{field} must be a positive integer, got {cfg[field]}")
-    if float(cfg.lr) <= 0:
-        raise LraError(f"trainer.lr must be positive, got {cfg.lr}")
-    if cfg.get("ssm_lr") is not None and float(cfg.ssm_lr) <= 0:
-        raise LraError(f"trainer.ssm_lr must be positive or null (one group), got {cfg.ssm_lr}")
-    if int(cfg.warmup_steps) < 0:
-        raise LraError(f"trainer.warmup_steps must be >= 0, got {cfg.warmup_steps}")
-    if cfg.get("max_seconds") is not None and float(cfg.max_seconds) <= 0:
-        raise LraError("trainer.max_seconds must be positive or null (no time budget)")
-    if cfg.eval_batches is not None and int(cfg.eval_batches) <= 0:
-        raise LraError("trainer.eval_batches must be positive or null (the whole split)")
-    if cfg.schedule not in SCHEDULES:
-        raise LraError(f"trainer.schedule={cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
-    if cfg.precision not in PRECISIONS:
-        raise LraError(f"trainer.precision={cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
-    devices = jax.device_count()
-    for field in ("batch_size", "eval_batch_size"):
-        if int(cfg[field]) % devices:
-            raise LraError(f"trainer.{field}={cfg[field]} is not divisible by the {devices} devices")
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value) -> bool:
+    """A finite int or float (not a bool, a string, nan or inf)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+    """The trainer's options, typed and checked once. configs/trainer/default.yaml
+    states the same defaults (tests/test_trainer.py keeps the two equal); the task
+    configs set LRA's values per task."""
+
+    max_steps: int = 5000
+    batch_size: int = 32
+    eval_batch_size: int | None = None  # null = batch_size
+    eval_every: int = 200          # steps between validation passes
+    eval_batches: int | None = None  # batches per validation pass; null = the whole split
+    log_every: int = 10            # steps between metric flushes
+    lr: float = 0.05
+    schedule: str = "rsqrt"        # one of SCHEDULES, all with linear warmup
+    warmup_steps: int = 1000
+    cycle_steps: int | None = None  # cosine: half-cycle steps after warmup; null = max_steps
+    # AdamW as the LRA code's create_optimizer (lra_benchmarks/*/train.py): beta1 0.9,
+    # beta2 0.98, eps 1e-9, weight decay from the task config.
+    weight_decay: float = 0.1
+    ssm_lr: float | None = None    # the SsmParam group's lr; null = one group
+    ssm_weight_decay: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.98
+    eps: float = 1e-9
+    grad_clip: float | None = None  # global-norm clipping; null or 0 = none (LRA did not clip)
+    max_seconds: float | None = None  # wall-clock budget, checked at evaluations
+    precision: str = "fp32"        # one of PRECISIONS (compute dtype; parameters stay fp32)
+
+    def __post_init__(self):
+        if self.eval_batch_size is None:
+            object.__setattr__(self, "eval_batch_size", self.batch_size)
+        for name in ("max_steps", "batch_size", "eval_batch_size", "eval_every", "log_every"):
+            value = self._int(name)
+            self._require(name, _integer(value) and value > 0, "a positive integer")
+        for name in ("eval_batches", "cycle_steps"):
+            value = self._int(name)
+            self._require(name, value is None or (_integer(value) and value > 0),
+                          "a positive integer or null")
+        value = self._int("warmup_steps")
+        self._require("warmup_steps", _integer(value) and value >= 0, "an integer >= 0")
+        self._require("lr", _number(self.lr) and self.lr > 0, "a finite number > 0")
+        self._require("eps", _number(self.eps) and self.eps > 0, "a finite number > 0")
+        for name in ("weight_decay", "ssm_weight_decay"):
+            value = getattr(self, name)
+            self._require(name, _number(value) and value >= 0, "a finite number >= 0")
+        for name in ("b1", "b2"):
+            value = getattr(self, name)
+            self._require(name, _number(value) and 0 <= value < 1, "a number in [0, 1)")
+        for name, what in (("ssm_lr", "a finite number > 0 or null (one group)"),
+                           ("max_seconds", "a finite number > 0 or null (no time budget)")):
+            value = getattr(self, name)
+            self._require(name, value is None or (_number(value) and value > 0), what)
+        self._require("grad_clip", self.grad_clip is None or (_number(self.grad_clip) and self.grad_clip >= 0),
+                      "a finite number >= 0 or null (no clipping)")
+        self._require("schedule", self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}")
+        self._require("precision", self.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}")
+
+    def _int(self, name):
+        """An integer field as an int: 1e3 (a float with an integer value) reads as 1000."""
+        value = getattr(self, name)
+        if isinstance(value, float) and value.is_integer():
+            object.__setattr__(self, name, int(value))
+        return getattr(self, name)
+
+    def _require(self, name: str, ok: bool, what: str) -> None:
+        if not ok:
+            raise LraError(f"trainer.{name} must be {what}, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_config(cls, node) -> "TrainerConfig":
+        """From the composed `trainer` node (a DictConfig or a mapping)."""
+        from omegaconf import DictConfig, OmegaConf
+
+        values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise LraError(f"unknown trainer option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        return cls(**values)
+
+    def step_options(self) -> "TrainerConfig":
+        """The options `train_step` depends on, the loop's own at their defaults: runs
+        that differ only in steps, cadence, budget or batch share one compilation."""
+        defaults = TrainerConfig()
+        cosine = self.schedule == "cosine"
+        return dataclasses.replace(
+            self, **{name: getattr(defaults, name) for name in (
+                "batch_size", "eval_batch_size", "eval_every", "eval_batches", "log_every",
+                "max_seconds", "precision", "max_steps")},
+            cycle_steps=(self.cycle_steps or self.max_steps) if cosine else None)
+
+    def check_devices(self, devices: int) -> None:
+        """The batch axis is sharded over every device: batches must divide evenly."""
+        for name in ("batch_size", "eval_batch_size"):
+            if getattr(self, name) % devices:
+                raise LraError(f"trainer.{name}={getattr(self, name)} is not divisible by the "
+                               f"{devices} devices")
 
 
 @dataclasses.dataclass
@@ -169,15 +252,16 @@ def forward_loss(graphdef, params, model_state, batch, key, *, deterministic: bo
     return sums["loss_sum"] / jnp.maximum(sums["count"], 1.0), (sums, model_state)
 
 
-def train_step(graphdef, tx: optax.GradientTransformation, schedule: Callable,
-               state: TrainState, step, batch, dropout_key) -> tuple[TrainState, dict]:
-    """One AdamW step on the weighted mean cross-entropy of `batch`.
+def train_step(graphdef, cfg: TrainerConfig, state: TrainState, step, batch,
+               dropout_key) -> tuple[TrainState, dict]:
+    """One AdamW step (`make_optimizer(cfg)`) on the weighted mean cross-entropy of `batch`.
 
     Dropout's key is `dropout_key` folded with `step`, so a step is a function of
     (state, step, batch) alone. The forward pass runs in training mode and may
     update `model_state` (BatchNorm statistics, EMA buffers): the updated values
     come out in the new state. Metrics: loss, accuracy, gradient norm, lr.
     """
+    tx = make_optimizer(cfg)
     key = jax.random.fold_in(dropout_key, step)
     (loss, (sums, model_state)), grads = jax.value_and_grad(forward_loss, argnums=1, has_aux=True)(
         graphdef, state.params, state.model_state, batch, key)
@@ -187,7 +271,7 @@ def train_step(graphdef, tx: optax.GradientTransformation, schedule: Callable,
         "loss": loss,
         "accuracy": sums["correct_sum"] / jnp.maximum(sums["count"], 1.0),
         "grad_norm": jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))),
-        "lr": schedule(step),
+        "lr": make_schedule(cfg)(step),
     }
     return TrainState(params, opt_state, model_state), metrics
 
@@ -200,23 +284,24 @@ def eval_step(graphdef, params, model_state, batch) -> tuple[dict, jax.Array]:
     return weighted_metrics(logits, batch["labels"], batch["weights"])
 
 
-def jit_steps(graphdef, tx: optax.GradientTransformation, schedule: Callable):
-    """The compiled (train_step, eval_step) of one model: train_step(state, step,
-    batch, dropout_key) donates `state`; eval_step(params, model_state, batch)."""
-    train = jax.jit(functools.partial(train_step, graphdef, tx, schedule), donate_argnums=(0,))
-    return train, jax.jit(functools.partial(eval_step, graphdef))
+# Compiled once per (model graph, trainer options) in a process: both are hashable
+# static arguments, so runs of one shape (seeds, tests, sweep jobs) share a compilation.
+# train_step_jit(graphdef, cfg, state, step, batch, dropout_key) donates `state`.
+train_step_jit = jax.jit(train_step, static_argnums=(0, 1), donate_argnums=(2,))
+eval_step_jit = jax.jit(eval_step, static_argnums=(0,))
 
 
 class Trainer:
     """Runs the compiled steps of one model in the train/eval loop."""
 
-    def __init__(self, model: nnx.Module, cfg, *, seed: int, tracker: Tracker | None = None):
-        self.cfg = cfg
+    def __init__(self, model: nnx.Module, cfg: TrainerConfig, *, seed: int,
+                 tracker: Tracker | None = None):
+        self.cfg = cfg if isinstance(cfg, TrainerConfig) else TrainerConfig.from_config(cfg)
+        cfg = self.cfg
         self.tracker = tracker or NoOpTracker()
         self.graphdef, params, model_state = split_model(model)
         self.param_count = int(sum(x.size for x in jax.tree.leaves(params)))
-        self.tx = make_optimizer(cfg)
-        self.schedule = make_schedule(cfg)
+        self.tx = make_optimizer(cfg)  # the optimiser train_step builds from the same cfg
         self.dropout_key = jax.random.key(seed + 1)
         self.mesh = Mesh(np.array(jax.devices()), ("data",))
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
@@ -225,7 +310,8 @@ class Trainer:
         self.state = jax.device_put(TrainState(params, self.tx.init(params), model_state),
                                     self.replicated)
         self.step = 0  # steps taken; with `state` and the loader position, a resumable point
-        self._train_step, self._eval_step = jit_steps(self.graphdef, self.tx, self.schedule)
+        self._train_step = functools.partial(train_step_jit, self.graphdef, cfg.step_options())
+        self._eval_step = functools.partial(eval_step_jit, self.graphdef)
         self.compile_seconds = 0.0  # ahead-of-time compilation (compile_train_step)
 
     def compile_train_step(self, input_shape: tuple[int, ...]) -> int | None:
@@ -239,8 +325,9 @@ class Trainer:
         batch = {"inputs": batch_of((size, *input_shape), jnp.int32),
                  "labels": batch_of((size,), jnp.int32), "weights": batch_of((size,), jnp.float32)}
         tick = time.perf_counter()
-        self._train_step, estimate = compile_with_estimate(
-            self._train_step, self.state, self.step, batch, self.dropout_key)
+        self._train_step, estimate = compile_with_estimate(  # called as _train_step was
+            train_step_jit, self.graphdef, self.cfg.step_options(), self.state, self.step, batch,
+            self.dropout_key)
         self.compile_seconds = time.perf_counter() - tick
         return estimate
 
@@ -295,7 +382,7 @@ class Trainer:
         best = {"accuracy": -1.0, "loss": math.inf, "step": 0}
         best_params = best_model_state = None
         status, stopped_by = "completed", "max_steps"
-        budget = float(cfg.max_seconds) if cfg.get("max_seconds") else math.inf
+        budget = float(cfg.max_seconds) if cfg.max_seconds else math.inf
         started = time.perf_counter()
         last_loss = math.nan
         bar = tqdm(total=max_steps, disable=not progress, dynamic_ncols=True, leave=True)

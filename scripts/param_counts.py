@@ -17,21 +17,17 @@ from flax import nnx
 
 from lra.config import compose
 from lra.registry import MODELS, load_all
-from lra.run import encoder_config, model_options
-from lra.tasks.base import get_task
-from lra.models import build_model
+from lra.run import build, validate
 
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 
 
 def count(task: str, model: str, pairs: bool = True, extra: tuple[str, ...] = ()) -> int:
-    """Parameters of `model` on `task`; pairs=False drops configs/task_model (shared encoder)."""
+    """Parameters of `model` on `task`; pairs=False drops configs/task_model (shared encoder).
+    The model is the one `lra train` builds (lra.run.build), abstractly."""
     cfg = compose([f"task={task}", f"model={model}", *([] if pairs else ["~task_model"]), *extra])
-    spec = get_task(task).spec(cfg.task)
-    enc = encoder_config(cfg, spec)
-    abstract = nnx.eval_shape(lambda: build_model(
-        model, model_options(cfg), enc, spec.num_classes, pair=spec.pair,
-        interaction=cfg.task.get("interaction", "concat"), rngs=nnx.Rngs(0)))
+    spec, enc = validate(cfg)
+    abstract = nnx.eval_shape(lambda: build(cfg, spec, enc))
     params = nnx.state(abstract, nnx.Param)
     return int(sum(x.size for x in jax.tree.leaves(params)))
 

@@ -21,6 +21,7 @@ Writes OUT_DIR/profile-train-step.{json,md}. Needs a GPU (cuDNN attention).
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import sys
@@ -33,11 +34,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lra.bench.measure import optimizer_config
 from lra.models import EncoderConfig, build_model
 from lra.models.transformer import even_length_attention
-from lra.trainer import (TrainState, forward_loss, jit_steps, make_optimizer, make_schedule,
-                         split_model)
+from lra.trainer import (TrainerConfig, TrainState, forward_loss, make_optimizer, split_model,
+                         train_step_jit)
 
 BATCH, LAYERS, DIM, HEADS, MLP, VOCAB = 32, 4, 256, 4, 1024, 257
 
@@ -66,9 +66,9 @@ def profile(length: int) -> dict:
         "labels": rng.integers(0, 2, (BATCH,), dtype=np.int32),
         "weights": np.ones((BATCH,), np.float32),
     })
-    opt_cfg = optimizer_config()
+    opt_cfg = TrainerConfig()  # the trainer defaults; only the step's cost matters here
     tx = make_optimizer(opt_cfg)
-    step_fn, _ = jit_steps(graphdef, tx, make_schedule(opt_cfg))  # the step of `lra train`
+    step_fn = functools.partial(train_step_jit, graphdef, opt_cfg)  # the step of `lra train`
     key = jax.random.key(1)
 
     def loss(params, batch, step, deterministic):

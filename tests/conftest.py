@@ -57,6 +57,15 @@ def toy_overrides(tmp_path):
     ]
 
 
+@pytest.fixture
+def fast_compile(monkeypatch):
+    """For tests that start JAX in subprocesses (lra bench workers, `lra` smoke runs):
+    the children run on the CPU with XLA's backend optimisation off, which halves
+    their compile time; a smoke test needs no fast steps."""
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+
+
 def pytest_collection_modifyitems(config, items):
     import jax
 

@@ -19,12 +19,7 @@ TINY = ["batch=2", "layers=1", "dim=32", "heads=2", "qkv_dim=32", "mlp_dim=64", 
 OTHER = "linear_transformer" if "linear_transformer" in MODELS else None
 
 
-@pytest.fixture(autouse=True)
-def cpu_children(monkeypatch):
-    """Measured subprocesses run on the CPU (and the device probe is skipped); XLA
-    optimises less, which halves compile time: a smoke test needs no fast steps."""
-    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+pytestmark = pytest.mark.usefixtures("fast_compile")  # CPU children, quick compiles
 
 
 def read_csv(path):
@@ -74,8 +69,9 @@ def test_two_models_on_cpu_schema_statuses_and_ratios(tmp_path, capsys):
                     "## Inference examples per second", "## Compile time",
                     "## Where efficient models overtake", "## Memory against length",
                     "## Growth with length, every model",
-                    "given, not measured here", "attention dropout 0.0"):
+                    "attention dropout 0.0", "exactly the step `lra train` runs"):
         assert section in md
+    assert "PyTorch peer" not in md  # only with peer=
     if OTHER:
         assert f"| {OTHER} |" in md.split("## Memory against length")[1]
     record = json.loads((tmp_path / "efficiency-cpu.json").read_text())
@@ -212,5 +208,72 @@ def test_report_helpers():
     assert report.memory_fit(rows, "slow") is None
     assert sweep.device_slug("NVIDIA H200") == "nvidia-h200"
     assert measure.attention_flops(32, 4, 1025, 64, 4, train=False) == 4 * 32 * 4 * 1025**2 * 64 * 4
-    table = report.pytorch_comparison([row("transformer_cudnn", 1024, steps=134.0)])
+    peer = [{"length": 1024, "steps_per_s": 121.0}, {"length": 2048, "error": "CUDA out of memory"}]
+    table = report.peer_comparison([row("transformer_cudnn", 1024, steps=134.0)], peer)
     assert table[0]["ratio_cudnn"] == pytest.approx(134 / 121) and table[0]["meets_target"]
+    assert table[1]["ratio_cudnn"] is None and table[1]["peer_error"] == "CUDA out of memory"
+
+
+def write_peer(path, rows):
+    """A file as shared/bench/peer_torch_lra.py writes it: one row per length L."""
+    path.write_text(json.dumps(rows, indent=1))
+    return path
+
+
+def efficiency_json(path, rows):
+    """An `lra bench` JSON of the text shape (cls pooling, dropout 0.1), for merge=."""
+    keys = dict(batch=32, precision="bf16", mode="train", layers=4, dim=256, heads=4, qkv_dim=256,
+                mlp_dim=1024, vocab=257, classes=2, dropout=0.1, attention_dropout=0.0,
+                pooling="cls", seed=0, memory_limit=None)
+    base = {"device": "nvidia-h200", "backend": "gpu", "batch": 32, "precision": "bf16",
+            "mode": "train", "status": "ok", "options": "{}", "base_model": "transformer"}
+    path.write_text(json.dumps({
+        "command": "lra bench model=transformer_cudnn", "device": {
+            "slug": "nvidia-h200", "device_kind": "NVIDIA H200", "backend": "gpu", "device_count": 1,
+            "versions": {}},
+        "settings": {**keys, "lengths": sorted({r["length"] for r in rows})},
+        "rows": [{**base, "seq_len": r["length"] + 1, **r} for r in rows]}))
+    return path
+
+
+def test_peer_gives_the_ratio_per_length_in_the_report(tmp_path):
+    ours = efficiency_json(tmp_path / "ours.json", [
+        {"model": "transformer_cudnn", "length": 1024, "train_steps_per_s": 121.0},
+        {"model": "transformer_cudnn", "length": 2048, "train_steps_per_s": 59.5},
+        {"model": "transformer_xla", "length": 1024, "train_steps_per_s": 54.0}])
+    peer = write_peer(tmp_path / "peer_torch_lra_cls_0.1.json", [
+        {"L": 1024, "pooling": "cls", "dropout": 0.1, "steps_per_s": 108.0, "peak_GiB": 3.1},
+        {"L": 2048, "pooling": "cls", "dropout": 0.1, "steps_per_s": 76.9, "peak_GiB": 5.2}])
+    assert bench.main([f"merge={ours}", f"peer={peer}", f"out={tmp_path / 'r'}", "plot=false"]) == 0
+    md = (tmp_path / "r" / "efficiency-nvidia-h200.md").read_text()
+    assert "## Against the PyTorch peer, measured in the same job" in md
+    assert "| 1024 | 108 | 121 | 1.12 | yes | 54.0 | 0.50 |" in md
+    assert "| 2048 | 76.9 | 59.5 | 0.77 | no | - | - |" in md
+    saved = json.loads((tmp_path / "r" / "efficiency-nvidia-h200.json").read_text())
+    assert [r["steps_per_s"] for r in saved["peer"]] == [108.0, 76.9]
+
+    mean = write_peer(tmp_path / "mean.json", [{"L": 1024, "pooling": "mean", "dropout": 0.1,
+                                                "steps_per_s": 130.0}])
+    with pytest.raises(LraError, match="pooling=mean"):
+        bench.main([f"merge={ours}", f"peer={mean}", f"out={tmp_path / 'x'}", "plot=false"])
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(LraError, match="not the JSON of peer_torch_lra.py"):
+        bench.main([f"merge={ours}", f"peer={tmp_path / 'bad.json'}", f"out={tmp_path / 'x'}"])
+    assert not (tmp_path / "x").exists()
+
+
+def test_options_come_from_the_bench_config_group():
+    from omegaconf import OmegaConf
+
+    from lra.config import compose
+
+    defaults = OmegaConf.to_container(compose([], config_name=settings.CONFIG_NAME).bench)
+    assert set(defaults) == set(settings.OPTIONS) | {"model_options"}  # one key, one check
+    parsed = settings.parse_args(["model=performer,local", "lengths=[2048,1024]", "memory_limit=2GiB",
+                                  "linformer.k=64", "isolate=false"])
+    assert parsed["model"] == ["performer", "local"] and parsed["lengths"] == [1024, 2048]
+    assert parsed["memory_limit"] == 2 * 2**30 and parsed["isolate"] is False
+    assert parsed["model_options"] == {"linformer": {"k": 64}}
+    assert parsed["batch"] == defaults["batch"] and parsed["repeats"] is None  # auto
+    with pytest.raises(LraError, match="batch=2.5 must be a positive integer"):
+        settings.parse_args(["batch=2.5"])

@@ -49,8 +49,9 @@ def test_config_dir_adds_presets_of_ones_own(tmp_path):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["+trainer.foo=1"], "unknown key trainer.foo; valid: trainer.b1, "),
-    (["seed=-1"], "seed must be an integer from 0 to 2**32 - 1, got -1"),
+    (["+trainer.foo=1"], "unknown trainer option(s) foo; valid: b1, "),
+    (["+sed=1"], "unknown key sed; valid: data_dir, "),
+    (["seed=-1"], "seed must be an integer >= 0, got -1"),
     (["--cfg", "nope"], "argument --cfg/-c: invalid choice: 'nope'"),
 ])
 def test_bad_flags_and_keys_are_one_line_errors(tmp_path, capsys, args, fragment):

@@ -1,5 +1,6 @@
 """The trainer end to end on a toy task, plus its schedules and failure statuses."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,26 +10,44 @@ from omegaconf import OmegaConf
 from conftest import compose_config
 from lra.errors import LraError
 from lra.run import train_and_record
-from lra.trainer import make_schedule
+from lra.trainer import TrainerConfig, make_schedule
 
 
-def test_rsqrt_schedule_matches_the_lra_formula():
-    cfg = OmegaConf.create({"lr": 0.05, "warmup_steps": 1000, "max_steps": 5000, "schedule": "rsqrt"})
-    schedule = make_schedule(cfg)
-    for step in (0, 1, 500, 1000, 1001, 4000):
-        expected = 0.05 * min(1.0, step / 1000) / np.sqrt(max(step, 1000))
-        assert float(schedule(step)) == pytest.approx(expected, rel=1e-6)
+# Golden values of LRA's create_learning_rate_scheduler (google-research/long-range-arena,
+# lra_benchmarks/utils/train_utils.py), worked out by hand from its factor definitions:
+# constant: base; linear_warmup: min(1, step / warmup); rsqrt_decay: / sqrt(max(step, warmup));
+# cosine_decay: progress = max(0, (step - warmup) / steps_per_cycle),
+#               * max(0, 0.5 * (1 + cos(pi * (progress % 1)))), cyclic.
+RSQRT_GOLDEN = {  # base 0.05, warmup 1000 (LRA's ListOps/Text config)
+    0: 0.0, 1: 1.5811388300841898e-06, 500: 0.0007905694150420948,
+    1000: 0.0015811388300841897, 1001: 0.0015803488531025349, 4000: 0.0007905694150420948,
+}
+COSINE_GOLDEN = {  # base 1.0, warmup 10, steps_per_cycle 100; 110 starts the next cycle
+    5: 0.5, 35: 0.8535533905932737, 60: 0.5, 85: 0.14644660940672627, 110: 1.0,
+    135: 0.8535533905932737,
+}
 
 
-def test_cosine_schedule_matches_the_lra_formula():
-    cfg = OmegaConf.create({"lr": 1.0, "warmup_steps": 10, "max_steps": 110, "schedule": "cosine",
-                            "cycle_steps": 100})
-    schedule = make_schedule(cfg)
-    assert float(schedule(5)) == pytest.approx(0.5)
-    for step in (10, 35, 60, 110):
-        progress = (step - 10) / 100
-        assert float(schedule(step)) == pytest.approx(0.5 * (1 + np.cos(np.pi * progress)), abs=1e-6)
-    assert float(schedule(200)) == pytest.approx(0.0, abs=1e-6)
+def test_rsqrt_schedule_matches_lra_golden_values():
+    schedule = make_schedule(TrainerConfig(lr=0.05, warmup_steps=1000, schedule="rsqrt"))
+    for step, expected in RSQRT_GOLDEN.items():
+        assert float(schedule(step)) == pytest.approx(expected, rel=1e-6, abs=1e-12), step
+
+
+def test_cosine_schedule_matches_lra_golden_values():
+    schedule = make_schedule(TrainerConfig(lr=1.0, warmup_steps=10, max_steps=110,
+                                           schedule="cosine", cycle_steps=100))
+    for step, expected in COSINE_GOLDEN.items():
+        assert float(schedule(step)) == pytest.approx(expected, abs=1e-6), step
+
+
+def test_trainer_config_defaults_are_the_ones_in_configs_trainer_default_yaml():
+    from importlib import resources
+
+    yaml_defaults = OmegaConf.load(resources.files("lra.configs") / "trainer" / "default.yaml")
+    resolved = OmegaConf.to_container(OmegaConf.create({"trainer": yaml_defaults}), resolve=True)
+    assert TrainerConfig.from_config(resolved["trainer"]) == TrainerConfig()
+    assert set(resolved["trainer"]) == {f.name for f in dataclasses.fields(TrainerConfig)}
 
 
 def run(tmp_path, overrides, name="run"):
@@ -37,7 +56,7 @@ def run(tmp_path, overrides, name="run"):
 
 
 def test_tiny_run_learns_and_writes_a_complete_record(tmp_path, toy_overrides):
-    record = run(tmp_path, toy_overrides)
+    record = run(tmp_path, [*toy_overrides, "trainer.warmup_steps=10"])
     saved = json.loads((tmp_path / "run" / "record.json").read_text())
     assert saved["status"] == "completed"
     assert saved["task"] == "toy_first_token" and saved["model"] == "transformer"
@@ -52,6 +71,10 @@ def test_tiny_run_learns_and_writes_a_complete_record(tmp_path, toy_overrides):
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     train_losses = [r["train/loss"] for r in rows if "train/loss" in r]
     assert len(train_losses) == 60
+    # train/lr is the schedule at the step taken (the row of step s logs step s - 1):
+    # warmup 10 of the constant 0.005
+    lrs = {r["step"]: r["train/lr"] for r in rows if "train/lr" in r}
+    assert lrs == {s: pytest.approx(0.005 * min(1.0, (s - 1) / 10)) for s in range(1, 61)}
     assert np.mean(train_losses[-10:]) < 0.5 * np.mean(train_losses[:10])
     assert any("val/accuracy" in r for r in rows) and any("test/accuracy" in r for r in rows)
     predictions = np.load(tmp_path / "run" / "predictions.npz")
@@ -106,7 +129,7 @@ from flax import nnx  # noqa: E402
 from lra.loader import BatchLoader  # noqa: E402
 from lra.models.attention import SsmParam  # noqa: E402
 from lra.trainer import (  # noqa: E402
-    Trainer, TrainState, jit_steps, make_optimizer, param_groups, split_model,
+    Trainer, TrainState, eval_step_jit, make_optimizer, param_groups, split_model, train_step_jit,
 )
 
 MOMENTUM = 0.5
@@ -139,8 +162,14 @@ def toy_batch(seed, n=32, shift=0):
 def test_train_step_updates_the_running_statistics_and_eval_uses_them_without_changing_them():
     model = FirstTokenNorm(rngs=nnx.Rngs(0))
     graphdef, params, model_state = split_model(model)
-    tx = make_optimizer(trainer_cfg())
-    train, evaluate = jit_steps(graphdef, tx, lambda step: 0.05)
+    cfg = TrainerConfig.from_config(trainer_cfg())
+    tx = make_optimizer(cfg)
+
+    def train(state, step, batch, key):
+        return train_step_jit(graphdef, cfg, state, step, batch, key)
+
+    def evaluate(params, model_state, batch):
+        return eval_step_jit(graphdef, params, model_state, batch)
     batch = toy_batch(0)
     features = np.asarray(params["embed"]["embedding"][...])[batch["inputs"][:, 0]]
     state = TrainState(params, tx.init(params), model_state)
@@ -234,3 +263,31 @@ def test_encoder_options_are_the_encoder_config_fields_and_missing_ones_take_its
         cfg.encoder["nosuch"] = 1
     with pytest.raises(LraError, match="nosuch"):
         encoder_config(cfg, spec)
+
+
+def test_step_options_keep_exactly_what_the_step_depends_on():
+    cosine = TrainerConfig(schedule="cosine", max_steps=300, warmup_steps=10, lr=0.1)
+    shared = cosine.step_options()
+    assert shared == TrainerConfig(schedule="cosine", max_steps=900, cycle_steps=300, warmup_steps=10,
+                                   lr=0.1, eval_every=7).step_options()
+    for step in (0, 5, 10, 150, 299):
+        assert float(make_schedule(shared)(step)) == float(make_schedule(cosine)(step))
+    assert TrainerConfig(max_steps=10).step_options() == TrainerConfig(max_steps=20).step_options()
+    assert TrainerConfig(lr=0.1).step_options() != TrainerConfig(lr=0.2).step_options()
+
+
+def test_the_run_scores_the_test_split_with_the_best_validation_state(tmp_path, toy_overrides,
+                                                                      monkeypatch):
+    """After fit, the trainer's own state is zeroed: a run that tested it instead of
+    fit's best_params would predict one class (accuracy about 0.25)."""
+    fit = Trainer.fit
+
+    def fit_then_spoil_the_final_state(self, *args, **kwargs):
+        result = fit(self, *args, **kwargs)
+        self.state = dataclasses.replace(
+            self.state, params=jax.tree.map(jnp.zeros_like, self.state.params))
+        return result
+
+    monkeypatch.setattr(Trainer, "fit", fit_then_spoil_the_final_state)
+    record = run(tmp_path, toy_overrides)
+    assert record["test"]["accuracy"] > 0.6

@@ -20,7 +20,8 @@ and an out-of-memory or a crash becomes a row instead of ending the sweep.
 
 The parent process never initialises an accelerator (it would take the GPU's
 memory from its children): it finds the device through a probe subprocess.
-Hydra is not needed: arguments are `key=value` pairs.
+Options come from the config group configs/bench/ through lra.config's compose
+(`lra bench key=value` sets bench.<key>); the workers need no Hydra.
 
 Modules: `settings` (constants, arguments, which models), `measure` (one
 configuration, inside the worker subprocess), `sweep` (the parent: lanes, budget,

@@ -49,34 +49,6 @@ def _trainer_module():
     return trainer
 
 
-class _Config(dict):
-    """A mapping that also reads as attributes, as the trainer reads its DictConfig."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-def optimizer_config() -> _Config:
-    """The trainer defaults (configs/trainer/default.yaml): AdamW as `lra train` builds it.
-    Only the step's cost matters here, not the learning-rate values."""
-    values = {"lr": 0.05, "schedule": "rsqrt", "warmup_steps": 1000, "max_steps": 5000,
-              "weight_decay": 0.1, "b1": 0.9, "b2": 0.98, "eps": 1e-9, "grad_clip": None}
-    try:
-        from importlib import resources
-
-        import yaml
-
-        data = yaml.safe_load((resources.files("lra.configs") / "trainer" / "default.yaml").read_text())
-        values.update({k: v for k, v in (data or {}).items()
-                       if not (isinstance(v, str) and "${" in v)})
-    except Exception:  # noqa: BLE001 - fall back to the values above
-        pass
-    return _Config(values)
-
-
 def _first_line(err: BaseException) -> str:
     text = f"{type(err).__name__}: {err}".strip()
     for line in text.splitlines():
@@ -269,13 +241,12 @@ def _measure(spec: dict[str, Any]) -> dict[str, Any]:
         return flops
 
     # The steps of `lra train` (lra.trainer.train_step / eval_step), not a copy.
-    opt_cfg = optimizer_config()
+    opt_cfg = trainer.TrainerConfig()  # the defaults of configs/trainer/default.yaml
     tx = trainer.make_optimizer(opt_cfg)
-    train_step, eval_step = trainer.jit_steps(graphdef, tx, trainer.make_schedule(opt_cfg))
     if spec["mode"] in ("infer", "both"):
         tick = time.perf_counter()
         with no_cache_write():
-            compiled = eval_step.lower(params, rest, batch).compile()
+            compiled = trainer.eval_step_jit.lower(graphdef, params, rest, batch).compile()
         out["compile_infer_s"] = round(time.perf_counter() - tick, 3)
         out["compiled_bytes_infer"] = _compiled_bytes(compiled)
         check_limit(out["compiled_bytes_infer"], "inference step")
@@ -297,7 +268,8 @@ def _measure(spec: dict[str, Any]) -> dict[str, Any]:
         step0 = jnp.asarray(0, jnp.int32)
         tick = time.perf_counter()
         with no_cache_write():
-            compiled = train_step.lower(state, step0, batch, dropout_key).compile()
+            compiled = trainer.train_step_jit.lower(graphdef, opt_cfg, state, step0, batch,
+                                                    dropout_key).compile()
         out["compile_train_s"] = round(time.perf_counter() - tick, 3)
         out["compiled_bytes_train"] = _compiled_bytes(compiled)
         check_limit(out["compiled_bytes_train"], "training step")

@@ -1,17 +1,17 @@
-"""Rows to reports: derived ratios, crossovers, growth fits, the PyTorch
+"""Rows to reports: derived ratios, crossovers, growth fits, the PyTorch peer
 comparison, and the CSV, Markdown, JSON and PNG files."""
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from lra.bench.settings import (
-    BASELINES, COLUMNS, PYTORCH_REFERENCE, PYTORCH_TARGET_RATIO, linear_models,
-)
+from lra.bench.settings import BASELINES, COLUMNS, PEER_TARGET_RATIO, linear_models
+from lra.errors import LraError
 
 if TYPE_CHECKING:
     from lra.bench.sweep import Sweep
@@ -142,20 +142,40 @@ def growth_exponent(rows: list[dict[str, Any]], model: str, column: str) -> floa
     return None if fit is None else fit[0]
 
 
-def pytorch_comparison(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def load_peer(path: str, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of shared/bench/peer_torch_lra.py's JSON (one per length L, the tokens
+    before the CLS token): refused unless it measured this bench's pooling and dropout."""
+    try:
+        rows = json.loads(Path(path).read_text())
+        peer = [{"length": int(r["L"]), **{k: v for k, v in r.items() if k != "L"}} for r in rows]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise LraError(f"peer={path}: not the JSON of peer_torch_lra.py ({err}); give the file it "
+                       "wrote, peer_torch_lra_<pooling>_<dropout>.json")
+    for row in peer:
+        if "error" in row:
+            continue
+        measured = {"pooling": row.get("pooling"), "dropout": row.get("dropout")}
+        if measured != {"pooling": settings["pooling"], "dropout": settings["dropout"]}:
+            raise LraError(f"peer={path} measured pooling={measured['pooling']} dropout="
+                           f"{measured['dropout']} but this bench runs pooling={settings['pooling']} "
+                           f"dropout={settings['dropout']}; run the peer with the same")
+    return peer
+
+
+def peer_comparison(rows: list[dict[str, Any]], peer: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per length: lra's Transformers against the peer, steps/s and the ratio lra/peer."""
     ours = {r["length"]: r for r in rows if r["model"] == "transformer_cudnn" and r["status"] == "ok"}
     xla = {r["length"]: r for r in rows if r["model"] == "transformer_xla" and r["status"] == "ok"}
-    lengths = sorted({r["length"] for r in rows} & set(PYTORCH_REFERENCE))
     table = []
-    for L in lengths:
-        ref = PYTORCH_REFERENCE[L]
+    for p in sorted(peer, key=lambda r: r["length"]):
+        L, theirs = p["length"], p.get("steps_per_s")
         cudnn = ours.get(L, {}).get("train_steps_per_s")
         plain = xla.get(L, {}).get("train_steps_per_s")
         table.append({
-            "length": L, "pytorch_reference": ref, "transformer_cudnn": cudnn,
-            "ratio_cudnn": cudnn / ref if cudnn else None,
-            "transformer_xla": plain, "ratio_xla": plain / ref if plain else None,
-            "meets_target": (cudnn / ref >= PYTORCH_TARGET_RATIO) if cudnn else None,
+            "length": L, "peer": theirs, "peer_error": p.get("error"),
+            "transformer_cudnn": cudnn, "ratio_cudnn": _ratio(cudnn, theirs),
+            "transformer_xla": plain, "ratio_xla": _ratio(plain, theirs),
+            "meets_target": (cudnn / theirs >= PEER_TARGET_RATIO) if cudnn and theirs else None,
         })
     return table
 
@@ -222,7 +242,6 @@ def render_markdown(sweep: Sweep, rows: list[dict[str, Any]], plot_note: str | N
     lengths = sorted({r["length"] for r in rows})
     train = s["mode"] in ("train", "both")
     infer = s["mode"] in ("infer", "both")
-    gpu = device["backend"] == "gpu"
     versions = device.get("versions", {})
     timed = s["repeats"] or f"about {s['timing_s']:g} s worth (3 to 50) of"
     lines = [
@@ -327,29 +346,8 @@ def render_markdown(sweep: Sweep, rows: list[dict[str, Any]], plot_note: str | N
         span = f"{spans[0]}-{spans[-1]} ({len(spans)})" if spans else "none"
         lines.append(f"| {model} | " + " | ".join(cells) + f" | {span} |")
     lines += [""]
-    if train:
-        lines += ["## Reference: plain PyTorch on the H200 (given, not measured here)", "",
-                  "A plain PyTorch 2.11 implementation of the same shape (torch.compile, SDPA flash, "
-                  "bf16 autocast, fused AdamW) was reported in the issue to train at "
-                  + ", ".join(f"{v:g}" for v in PYTORCH_REFERENCE.values())
-                  + " steps/s at " + ", ".join(f"{L // 1024}K" for L in PYTORCH_REFERENCE)
-                  + ". These figures were given to us, not measured by this harness. "
-                  f"Target: our fused Transformer (transformer_cudnn, bf16) >= {PYTORCH_TARGET_RATIO}x at every length.", ""]
-        if not (gpu and "h200" in device["slug"] and s["precision"] == "bf16"):
-            lines += [f"(This run is on {device['device_kind']} with {s['precision']}: the ratios "
-                      "below are not comparable with the H200 bf16 reference.)", ""]
-        table = pytorch_comparison(rows)
-        if table:
-            lines += ["| length | PyTorch (given) | transformer_cudnn | ratio | >= 1.1x | transformer_xla | ratio |",
-                      "|---:|---:|---:|---:|---|---:|---:|"]
-            for t in table:
-                meets = "-" if t["meets_target"] is None else ("yes" if t["meets_target"] else "no")
-                lines.append(f"| {t['length']} | {t['pytorch_reference']:g} | {_fmt(t['transformer_cudnn'])} | "
-                             f"{_fmt(t['ratio_cudnn'], 2)} | {meets} | {_fmt(t['transformer_xla'])} | "
-                             f"{_fmt(t['ratio_xla'], 2)} |")
-        else:
-            lines.append("No tested length matches the reference lengths.")
-        lines += [""]
+    if train and sweep.peer is not None:
+        lines += peer_section(sweep, rows)
     failures = [r for r in rows if r["status"] not in ("ok",)]
     if failures:
         lines += ["## Rows that did not run", "", "| model | length | status | message |", "|---|---:|---|---|"]
@@ -361,6 +359,25 @@ def render_markdown(sweep: Sweep, rows: list[dict[str, Any]], plot_note: str | N
         lines += [plot_note, ""]
     lines += [f"Every column, per (model, length): `{sweep.paths['csv'].name}`.", ""]
     return "\n".join(lines)
+
+
+def peer_section(sweep: Sweep, rows: list[dict[str, Any]]) -> list[str]:
+    """The PyTorch peer (shared/bench/peer_torch_lra.py), measured in the same job."""
+    lines = ["## Against the PyTorch peer, measured in the same job", "",
+             "`peer_torch_lra.py` is PyTorch 2.11 running this Transformer (CLS token, the same "
+             "dropout placement, fixed sinusoidal positions, bias-free q/k/v/out, final LayerNorm, "
+             "the same head; bf16 autocast, SDPA, fused AdamW, torch.compile; every step "
+             f"synchronised), read from `{sweep.settings['peer']}`. Ratio = lra steps/s / peer "
+             f"steps/s; goal: transformer_cudnn >= {PEER_TARGET_RATIO}x at every length.", "",
+             f"| length | peer steps/s | transformer_cudnn | ratio | >= {PEER_TARGET_RATIO}x "
+             "| transformer_xla | ratio |", "|---:|---:|---:|---:|---|---:|---:|"]
+    for t in peer_comparison(rows, sweep.peer):
+        meets = "-" if t["meets_target"] is None else ("yes" if t["meets_target"] else "no")
+        theirs = _fmt(t["peer"]) if t["peer"] is not None else f"error: {t['peer_error']}"
+        ratios = [f"{t[k]:.2f}" if t[k] is not None else "-" for k in ("ratio_cudnn", "ratio_xla")]
+        lines.append(f"| {t['length']} | {theirs} | {_fmt(t['transformer_cudnn'])} | {ratios[0]} | "
+                     f"{meets} | {_fmt(t['transformer_xla'])} | {ratios[1]} |")
+    return lines + [""]
 
 
 def memory_note(rows: list[dict[str, Any]], isolated: bool) -> str:
@@ -466,7 +483,7 @@ def write_outputs(sweep: Sweep, plot: bool) -> dict[str, Any]:
         "command": sweep.command, "earlier_commands": sweep.earlier_commands,
         "date": paths.get("date"), "device": sweep.device,
         "settings": {k: v for k, v in sweep.settings.items()},
-        "peak_flops": sweep.peak_flops, "pytorch_reference_given": PYTORCH_REFERENCE,
+        "peak_flops": sweep.peak_flops, "peer": sweep.peer,
         "rows": rows,
     })
     return {"rows": rows, "plot_note": plot_note}

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from lra.bench.measure import is_oom, probe, run_config
-from lra.bench.report import format_bytes, pytorch_comparison, write_outputs
+from lra.bench.report import format_bytes, load_peer, peer_comparison, write_outputs
 from lra.bench.settings import (
-    COLUMNS, PEAK_TFLOPS, PYTORCH_TARGET_RATIO, RESULT_MARK, STATUSES, parse_args,
+    COLUMNS, PEAK_TFLOPS, PEER_TARGET_RATIO, RESULT_MARK, STATUSES, parse_args,
     resolve_models, unsupported_reason, usage,
 )
 from lra.errors import LraError
@@ -91,9 +91,10 @@ class Sweep:
     """Runs the configurations, keeps the rows and rewrites the outputs after each."""
 
     def __init__(self, settings, entries, device, paths, command, previous=None,
-                 earlier_commands=()):
+                 earlier_commands=(), peer=None):
         previous = previous or {}
         self.settings = settings
+        self.peer = peer  # rows of the PyTorch peer's JSON (peer=), or None
         self.entries = entries
         self.device = device
         self.paths = paths
@@ -339,6 +340,7 @@ def merge(settings: dict[str, Any]) -> int:
         settings[key] = base.get(key)
     for key in ("lengths", "isolate", "timing_s", "repeats", "warmup"):
         settings[key] = base.get(key, settings[key])
+    peer = load_peer(settings["peer"], settings) if settings["peer"] else first.get("peer")
     rows, commands = {}, []
     for path in paths_in:
         kept, made_by = load_previous(path, settings, device)
@@ -347,7 +349,7 @@ def merge(settings: dict[str, Any]) -> int:
     out = Path(settings["out"])
     out.mkdir(parents=True, exist_ok=True)
     paths = _output_paths(out, device["slug"], settings["tag"])
-    sweep = Sweep(settings, [], device, paths, commands[-1], rows, commands[:-1])
+    sweep = Sweep(settings, [], device, paths, commands[-1], rows, commands[:-1], peer)
     sweep.peak_flops = first.get("peak_flops")
     write_outputs(sweep, plot=settings["plot"])
     print(f"lra bench: merged {len(rows)} row(s) of {len(paths_in)} file(s) -> {paths['md']}")
@@ -369,6 +371,7 @@ def main(args: list[str]) -> int:
     settings = parse_args(args)
     if settings["merge"]:
         return merge(settings)
+    peer = load_peer(settings["peer"], settings) if settings["peer"] else None
     if settings["isolate"] and "jax" not in sys.modules:
         # This process only orchestrates: keep it off the accelerator, whose memory
         # belongs to the measured subprocesses (they get the original setting back).
@@ -388,7 +391,7 @@ def main(args: list[str]) -> int:
     elif settings["resume"]:
         print(f"lra bench: resume=true, but there is no {paths['json']} yet; running everything",
               flush=True)
-    sweep = Sweep(settings, entries, device, paths, command, previous, earlier)
+    sweep = Sweep(settings, entries, device, paths, command, previous, earlier, peer)
     print(f"lra bench: {len(entries)} model(s) x {len(settings['lengths'])} length(s) on "
           f"{device['device_kind']} ({device['backend']}), {settings['precision']}, "
           f"batch {settings['batch']}, mode {settings['mode']}", flush=True)
@@ -397,13 +400,12 @@ def main(args: list[str]) -> int:
     rows = result["rows"]
     if result["plot_note"] and not result["plot_note"].startswith("Plot:"):
         print(f"lra bench: {result['plot_note']}")
-    if settings["mode"] in ("train", "both"):
-        for t in pytorch_comparison(rows):
+    if peer is not None and settings["mode"] in ("train", "both"):
+        for t in peer_comparison(rows, peer):
             if t["ratio_cudnn"] is not None:
                 print(f"lra bench: L={t['length']}: transformer_cudnn {t['transformer_cudnn']:.3g} steps/s "
-                      f"vs PyTorch reference (given) {t['pytorch_reference']:g}: "
-                      f"{t['ratio_cudnn']:.2f}x ({'meets' if t['meets_target'] else 'misses'} "
-                      f"the {PYTORCH_TARGET_RATIO}x target)")
+                      f"vs the PyTorch peer {t['peer']:.3g}: {t['ratio_cudnn']:.2f}x "
+                      f"({'meets' if t['meets_target'] else 'misses'} the {PEER_TARGET_RATIO}x goal)")
     counts = {status: sum(r["status"] == status for r in rows) for status in STATUSES}
     summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
     written = [paths["csv"], paths["md"], paths["json"]]
