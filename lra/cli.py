@@ -123,15 +123,14 @@ def _hydra_args(args: list[str]):
         raise LraError(f"{message} (see lra train --help, or --hydra-help for Hydra's flags)")
 
     parser.error = refuse
-    return parser.parse_args(args)
+    return parser.parse_intermixed_args(args)  # overrides before and after flags, as Hydra users write
 
 
 def _runs_through_hydra(opts) -> bool:
     """Whether Hydra itself must handle the call: its flags that show instead of
     running, sweeps, and config folders or names of one's own."""
     return bool(opts.cfg or opts.info or opts.hydra_help or opts.multirun or opts.package
-                or opts.resolve or opts.experimental_rerun or opts.config_dir
-                or opts.config_path or opts.config_name)
+                or opts.resolve or opts.config_dir or opts.config_path or opts.config_name)
 
 
 def cmd_train(args: list[str]) -> int:
@@ -143,12 +142,18 @@ def cmd_train(args: list[str]) -> int:
         return 0
     if opts.shell_completion:
         return _shell_completion(opts.overrides, args)
+    if opts.experimental_rerun:  # hydra.main's path, which _run_hydra does not take
+        raise LraError("lra runs write no Hydra config.pickle for --experimental-rerun; "
+                       "use: lra train --rerun RUN_DIR")
     if opts.hydra_help:  # Hydra's help composes no task config: overrides cannot apply
         return _run_hydra(["--hydra-help"])
     check_overrides(opts.overrides, config_dirs=(opts.config_dir,) if opts.config_dir else ())
     if not _runs_through_hydra(opts):
         return _train_single(opts.overrides)
-    return _run_hydra(args)
+    flags = list(args)
+    for override in opts.overrides:
+        flags.remove(override)
+    return _run_hydra([*opts.overrides, *flags])  # Hydra's parser wants the overrides together
 
 
 # bash (and zsh through bashcompinit): the line up to the cursor goes to

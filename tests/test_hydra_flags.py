@@ -32,10 +32,10 @@ def test_hydra_flags_take_their_values_as_hydra_does(tmp_path, flags, expect):
     assert not (tmp_path / "runs").exists()
 
 
-def test_package_shows_only_that_package(tmp_path):
-    result = lra("train", "task=listops", "--cfg", "job", "-p", "trainer", cwd=tmp_path)
+def test_package_shows_only_that_package_and_overrides_may_follow_flags(tmp_path):
+    result = lra("train", "task=listops", "--cfg", "job", "-p", "trainer", "trainer.b1=0.5", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "seq_len" not in result.stdout and "lr: 0.05" in result.stdout
+    assert "seq_len" not in result.stdout and "lr: 0.05" in result.stdout and "b1: 0.5" in result.stdout
 
 
 def test_config_dir_adds_presets_of_ones_own(tmp_path):
@@ -53,6 +53,7 @@ def test_config_dir_adds_presets_of_ones_own(tmp_path):
     (["+sed=1"], "unknown key sed; valid: data_dir, "),
     (["seed=-1"], "seed must be an integer >= 0, got -1"),
     (["--cfg", "nope"], "argument --cfg/-c: invalid choice: 'nope'"),
+    (["--experimental-rerun", "config.pickle"], "use: lra train --rerun RUN_DIR"),
 ])
 def test_bad_flags_and_keys_are_one_line_errors(tmp_path, capsys, args, fragment):
     from lra.cli import main
