@@ -47,12 +47,15 @@ def usage() -> str:
 def train_usage() -> str:
     return "\n".join(
         [
-            "usage: lra train [-m] [group=option ...] [key.path=value ...]",
+            "usage: lra train [Hydra flags] [group=option ...] [key.path=value ...]",
+            "       lra train --rerun RUN_DIR",
             "",
             *(f"  {group:<11} {', '.join(config_choices(group)) or '-'}" for group in GROUPS),
             "",
-            "keys: seed, data_dir, runs_dir, progress, task.*, encoder.*, model.*, trainer.*",
-            "  show the composed config: lra train task=listops --cfg job",
+            "keys: seed, data_dir, runs_dir, progress, logger, task.*, encoder.*, model.*, trainer.*",
+            "  show the composed config: lra train task=listops --cfg job [-p trainer] [--resolve]",
+            "  Hydra's flags (--cfg, --info, -m, --config-dir, ...): lra train --hydra-help",
+            "  shell completion: eval \"$(lra train -sc install=bash)\"",
             "examples:",
             "  lra train task=listops model=transformer experiment=quick",
             "  lra train task=listops model=performer trainer.max_steps=200 seed=1",
@@ -61,22 +64,13 @@ def train_usage() -> str:
     )
 
 
-def _train_job(cfg, run_dir: Path, experiment: str | None) -> str | None:
-    """Run one job and print its summary; returns why it did not complete, or None."""
+def _train_job(cfg, run_dir: Path, experiment: str | None, overrides: list[str]) -> str | None:
+    """Run one job (its summary line ends its train.log and the terminal's output);
+    returns why it did not complete, or None."""
     from lra.run import train_and_record
 
-    record = train_and_record(cfg, run_dir, progress=bool(cfg.progress), experiment=experiment)
-    test, val = record.get("test") or {}, record.get("best_val") or {}
-
-    def accuracy(result):  # absent when the run was not tested or never evaluated
-        return "n/a" if result.get("accuracy") is None else f"{result['accuracy']:.4f}"
-
-    print(
-        f"{record['status']}: {record['task']}/{record['model']} seed {record['seed']} "
-        f"test accuracy {accuracy(test)} "
-        f"(best val {accuracy(val)} at step {val.get('step')}) "
-        f"-> {Path(record['run_dir']) / 'record.json'}"
-    )
+    record = train_and_record(cfg, run_dir, progress=bool(cfg.progress), experiment=experiment,
+                              overrides=overrides)
     return None if record["status"] == "completed" else f"{run_dir}: {record['status']}"
 
 
@@ -87,7 +81,8 @@ def _sweep_job(cfg) -> str | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        return _train_job(cfg, run_dir, hydra_cfg.runtime.choices.get("experiment"))
+        return _train_job(cfg, run_dir, hydra_cfg.runtime.choices.get("experiment"),
+                          list(hydra_cfg.overrides.task))
     except LraError as err:  # one bad job must not stop a sweep
         _remove_empty_dirs(run_dir, Path(cfg.runs_dir))
         print(f"lra train: error: {err}", file=sys.stderr)
@@ -103,7 +98,7 @@ def _train_single(overrides: list[str]) -> int:
     experiment = cfg.hydra.runtime.choices.get("experiment")
     with open_dict(cfg):
         del cfg["hydra"]  # what hydra.main hands its task function
-    return 1 if _train_job(cfg, run_dir, experiment) else 0
+    return 1 if _train_job(cfg, run_dir, experiment, overrides) else 0
 
 
 def _remove_empty_dirs(path: Path, root: Path) -> None:
@@ -117,37 +112,123 @@ def _remove_empty_dirs(path: Path, root: Path) -> None:
         path = path.parent
 
 
-# Hydra flags that take the next argument as their value (`--cfg job`, `-p trainer`);
-# --info takes one of its topics, or none.
-_VALUED_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-                 "--config-dir", "-cd", "--experimental-rerun"}
-_INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+def _hydra_args(args: list[str]):
+    """`lra train`'s arguments parsed by Hydra's own parser, so that every flag takes
+    its value as in a plain Hydra app (`--cfg job`, `-sc install=bash`, `-p trainer`)."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+
+    def refuse(message: str):
+        raise LraError(f"{message} (see lra train --help, or --hydra-help for Hydra's flags)")
+
+    parser.error = refuse
+    return parser.parse_intermixed_args(args)  # overrides before and after flags, as Hydra users write
 
 
-def split_flags(args: list[str]) -> tuple[list[str], list[str]]:
-    """(overrides, Hydra flags with their values) of `lra train`'s arguments."""
-    overrides, flags = [], []
-    previous = None
-    for arg in args:
-        is_value = previous in _VALUED_FLAGS or (previous in ("--info", "-i") and arg in _INFO_TOPICS)
-        if is_value or arg.startswith("-"):
-            flags.append(arg)
-            previous = None if is_value else arg
-        else:
-            overrides.append(arg)
-            previous = None
-    return overrides, flags
+def _runs_through_hydra(opts) -> bool:
+    """Whether Hydra itself must handle the call: its flags that show instead of
+    running, sweeps, and config folders or names of one's own."""
+    return bool(opts.cfg or opts.info or opts.hydra_help or opts.multirun or opts.package
+                or opts.resolve or opts.config_dir or opts.config_path or opts.config_name)
 
 
 def cmd_train(args: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in args):
+    if args[:1] == ["--rerun"]:
+        return _rerun(args[1:])
+    opts = _hydra_args(args)
+    if opts.help:
         print(train_usage())
         return 0
-    overrides, flags = split_flags(args)
-    check_overrides(overrides)
-    if not flags:
-        return _train_single(overrides)
-    return _run_hydra([*overrides, *flags])  # -m sweeps and Hydra's flags (--cfg, --info)
+    if opts.shell_completion:
+        return _shell_completion(opts.overrides, args)
+    if opts.experimental_rerun:  # hydra.main's path, which _run_hydra does not take
+        raise LraError("lra runs write no Hydra config.pickle for --experimental-rerun; "
+                       "use: lra train --rerun RUN_DIR")
+    if opts.hydra_help:  # Hydra's help composes no task config: overrides cannot apply
+        return _run_hydra(["--hydra-help"])
+    check_overrides(opts.overrides, config_dirs=(opts.config_dir,) if opts.config_dir else ())
+    if not _runs_through_hydra(opts):
+        return _train_single(opts.overrides)
+    flags = list(args)
+    for override in opts.overrides:
+        flags.remove(override)
+    return _run_hydra([*opts.overrides, *flags])  # Hydra's parser wants the overrides together
+
+
+# bash (and zsh through bashcompinit): the line up to the cursor goes to
+# `lra train -sc query=bash`, which answers with the completions of its last word.
+COMPLETION_SCRIPT = r"""_lra_completion()
+{
+    local IFS=$' \t\n'
+    COMPREPLY=($(COMP_LINE="${COMP_LINE:0:$COMP_POINT}" command lra train -sc query=bash 2>/dev/null))
+}
+COMP_WORDBREAKS=${COMP_WORDBREAKS//=}
+complete -o nospace -o default -F _lra_completion lra"""
+
+
+def _shell_completion(words: list[str], args: list[str]) -> int:
+    action, _, shell = (words[0] if len(words) == 1 else "").partition("=")
+    if action == "install" and shell in ("bash", "zsh"):
+        print(("autoload -Uz bashcompinit && bashcompinit\n" if shell == "zsh" else "") + COMPLETION_SCRIPT)
+        return 0
+    if action == "uninstall" and shell in ("bash", "zsh"):
+        print("complete -r lra 2> /dev/null; unset -f _lra_completion")
+        return 0
+    if action == "query" and shell in ("bash", "zsh"):
+        return _complete_query(args)
+    raise LraError("shell completion: use -sc install=bash (or zsh); "
+                   "eval \"$(lra train -sc install=bash)\" in ~/.bashrc")
+
+
+def _complete_query(args: list[str]) -> int:
+    """Complete COMP_LINE (`lra ...` up to the cursor): the command, then, after
+    `train` or `sweep`, Hydra's completion of the overrides."""
+    import os
+
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split()
+    if line.endswith(" "):
+        words.append("")
+    if len(words) <= 2:
+        current = words[1] if len(words) == 2 else ""
+        print(" ".join(c for c in COMMANDS if c.startswith(current)))
+        return 0
+    if words[1] not in ("train", "sweep"):
+        return 0
+    os.environ["COMP_LINE"] = "lra " + "".join(line.split(None, 2)[2:])  # Hydra strips one word
+    return _run_hydra(args)
+
+
+RERUN_KEYS = ("task", "encoder", "model", "trainer", "seed", "logger")  # what decides a run's numbers
+
+
+def _rerun(args: list[str]) -> int:
+    """`lra train --rerun RUN_DIR`: the same command line again, into a new run
+    folder, refused if the configs have changed since (the run would not be the same)."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    if len(args) != 1:
+        raise LraError("usage: lra train --rerun RUN_DIR (the folder holding record.json)")
+    path = Path(args[0]) / "record.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise LraError(f"{path}: cannot read the run's record ({type(err).__name__}); "
+                       "--rerun needs the folder of a finished run") from None
+    overrides = record.get("overrides")
+    if not isinstance(overrides, list):
+        raise LraError(f"{path} holds no command line (written by an older lra); "
+                       "re-run it with the overrides of its config")
+    now = OmegaConf.to_container(compose(overrides), resolve=True)
+    for key in RERUN_KEYS:
+        if now.get(key) != record["config"].get(key):
+            raise LraError(f"the {key} config composed today differs from the one {path} "
+                           f"recorded; check out its commit {record.get('git_commit')} to re-run it")
+    print(f"re-running {args[0]}: lra train {' '.join(overrides)}")
+    return cmd_train(overrides)
 
 
 def _run_hydra(args: list[str]) -> int:

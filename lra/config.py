@@ -8,6 +8,7 @@ gives the same one-line `LraError` everywhere, before any file is written.
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 
 from lra.errors import LraError
 
@@ -15,15 +16,16 @@ CONFIG_MODULE = "lra.configs"
 GROUPS = ("task", "model", "trainer", "experiment", "task_model")
 
 
-def config_choices(group: str) -> list[str]:
-    """The option names of a config group (the .yaml files in configs/<group>/)."""
-    folder = resources.files(CONFIG_MODULE) / group
-    if not folder.is_dir():
-        return []
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+def config_choices(group: str, config_dirs: tuple[str, ...] = ()) -> list[str]:
+    """The option names of a config group: the .yaml files in configs/<group>/ and
+    in <dir>/<group>/ of each extra config folder (`lra train --config-dir DIR`)."""
+    folders = [resources.files(CONFIG_MODULE) / group, *(Path(d) / group for d in config_dirs)]
+    return sorted({p.name[: -len(".yaml")] for folder in folders if folder.is_dir()
+                   for p in folder.iterdir() if p.name.endswith(".yaml")})
 
 
-def check_overrides(overrides: list[str], groups: tuple[str, ...] = GROUPS) -> None:
+def check_overrides(overrides: list[str], groups: tuple[str, ...] = GROUPS,
+                    config_dirs: tuple[str, ...] = ()) -> None:
     """Syntax and group choices, so typos fail before Hydra starts."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
@@ -37,7 +39,7 @@ def check_overrides(overrides: list[str], groups: tuple[str, ...] = GROUPS) -> N
         group = override.key_or_group
         if group not in groups or override.is_delete():
             continue
-        valid = config_choices(group)
+        valid = config_choices(group, config_dirs)
         values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
         for value in values:
             if value is not None and str(value) not in valid:
@@ -68,3 +70,19 @@ def compose(overrides: list[str], *, config_name: str = "train", hydra: bool = F
     except (HydraException, OmegaConfBaseException) as err:
         first = str(err).strip().splitlines()[0]
         raise LraError(f"bad configuration: {first} (see the keys with: {hint})")
+
+
+# Top-level keys of a composed config besides train.yaml's own: the groups' packages
+# and the key by which a preset names its task (lra/presets.py).
+GROUP_KEYS = ("task", "model", "trainer", "encoder", "preset_task")
+
+
+def check_keys(cfg) -> None:
+    """A top-level key nothing reads is a typo (`+sed=1`): one line, before any file
+    is written. (Unknown trainer keys: TrainerConfig; encoder keys: lra/run.py.)"""
+    from omegaconf import OmegaConf
+
+    known = set(OmegaConf.load(resources.files(CONFIG_MODULE) / "train.yaml")) - {"defaults", "hydra"}
+    unknown = sorted(set(cfg.keys()) - known - set(GROUP_KEYS))
+    if unknown:
+        raise LraError(f"unknown key {unknown[0]}; valid: {', '.join(sorted(known | set(GROUP_KEYS)))}")

@@ -170,7 +170,7 @@ def git_commit() -> str | None:
 # when it stops for the wall clock, how often it checkpoints, how many processes
 # generate the data. Everything else (the seed included) decides a run's results.
 RUN_LOCAL = (
-    "progress", "runs_dir", "data_dir", "resume", "force",
+    "progress", "runs_dir", "data_dir", "resume", "force", "logger", "preset_task",
     "trainer.max_seconds", "trainer.log_every", "trainer.checkpoint_every",
     "trainer.keep_checkpoints", "task.data.workers", "task.data.path",
 )

@@ -24,13 +24,16 @@ from lra.checkpoint import (
     CHECKPOINTS, CLAIM, Checkpoints, Claim, StopSignals, find_run, fingerprint, read_claim,
     run_state, trim_metrics,
 )
+from lra.config import check_keys
 from lra.errors import LraError
 from lra.loader import BatchLoader
+from lra.memory import check_fits
 from lra.models import EncoderConfig, build_model, check_model
+from lra.presets import check_preset
 from lra.records import RECORD, RUN_LOCAL, git_commit, package_versions, utc_now, write_record
 from lra.registry import load_all
 from lra.tasks.base import TaskSpec, get_task
-from lra.tracking import JsonlTracker, Tracker
+from lra.tracking import Tracker, close_run_log, log, logger_names, make_tracker, open_run_log
 from lra.trainer import PRECISIONS, Trainer, TrainerConfig, peak_memory_bytes
 
 # The encoder options a config may set: every EncoderConfig field but those the
@@ -85,9 +88,12 @@ def _validate(cfg: DictConfig) -> tuple[TaskSpec, EncoderConfig, TrainerConfig]:
     load_all()
     check_seed(cfg.seed)
     task = get_task(cfg.task.name)
+    check_keys(cfg)
+    check_preset(cfg)
     task.check(cfg.task)
     trainer = TrainerConfig.from_config(cfg.trainer)
     trainer.check_devices(jax.device_count())
+    logger_names(cfg.logger)
     spec = task.spec(cfg.task)
     enc = encoder_config(cfg, spec)
     check_model(cfg.model.name, model_options(cfg), enc)
@@ -157,12 +163,14 @@ def choose_run_dir(cfg: DictConfig, run_dir: Path, key: str) -> tuple[Path, str 
 
 
 def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None = None,
-                     progress: bool = True, experiment: str | None = None) -> dict[str, Any]:
+                     progress: bool = True, experiment: str | None = None,
+                     overrides: list[str] | None = None) -> dict[str, Any]:
     """Run one training job described by a composed config and write its record.
 
     `experiment` names the preset the config was composed with (the leaderboard
-    keeps preset runs apart from runs of the task's own configuration). A rerun
-    of the same config carries on its unfinished run (see `choose_run_dir`);
+    keeps preset runs apart from runs of the task's own configuration);
+    `overrides`, the command line it was composed from (`lra train --rerun`). A
+    rerun of the same config carries on its unfinished run (see `choose_run_dir`);
     `resume=<run dir>` carries on that run with its own config.
     """
     run_dir = Path(run_dir)
@@ -194,13 +202,32 @@ def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None 
             state=position,
         )
 
+    trainer = Trainer(build(cfg, spec, enc), trainer_cfg, seed=seed)
+    # Compiled before the folder is claimed: a step that cannot fit is refused with no file written.
+    check_fits(trainer.compile_train_step(splits["train"]["inputs"].shape[1:]), jax.local_devices()[0])
     claim = Claim(run_dir, key)
+    open_run_log(run_dir)
+    try:
+        return _train_claimed(cfg, run_dir, spec, trainer, trainer_cfg, claim, manifest, loader, state,
+                              tracker=tracker, progress=progress, experiment=experiment,
+                              overrides=overrides)
+    finally:
+        close_run_log()
+
+
+def _train_claimed(cfg, run_dir, spec, trainer, trainer_cfg, claim, manifest, loader, state, *,
+                   tracker, progress, experiment, overrides) -> dict[str, Any]:
+    """The run in its claimed folder: restore, train, test, record."""
+    log.info("lra train %s", " ".join(overrides or []))
+    seed = int(cfg.seed)
+    config = OmegaConf.to_container(cfg, resolve=True)
     started, wall = utc_now(), time.perf_counter()
     record: dict[str, Any] = {
         "task": spec.name,
         "model": cfg.model.name,
         "seed": seed,
         "experiment": experiment,
+        "overrides": overrides,
         "config": config,
         "data": {"key": manifest["key"], "source": manifest.get("source"), "counts": manifest["counts"],
                  "warnings": manifest.get("warnings", [])},
@@ -214,14 +241,13 @@ def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None 
     checkpoints = Checkpoints(run_dir / CHECKPOINTS, config, keep=trainer_cfg.keep_checkpoints)
     with StopSignals() as stop:
         try:
-            trainer = Trainer(build(cfg, spec, enc), trainer_cfg, seed=seed)
             record["param_count"] = trainer.param_count
             meta = trainer.restore(checkpoints, hint=f"give a new hydra.run.dir, or resume={run_dir}")
             if meta is not None or state:
                 print(f"lra train: resuming {run_dir} at step {trainer.step} of {trainer_cfg.max_steps}",
                       file=sys.stderr)
             trim_metrics(run_dir / "metrics.jsonl", trainer.step)
-            tracker = trainer.tracker = tracker or JsonlTracker(run_dir / "metrics.jsonl")
+            tracker = trainer.tracker = tracker or make_tracker(cfg.logger, run_dir, config)
             fit = trainer.fit(loader("train", meta and meta["loader"]), loader("val"), progress=progress,
                               checkpoints=checkpoints, stop=stop)
             checkpoints.wait()
@@ -229,7 +255,7 @@ def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None 
             test = None
             if fit["status"] == "completed" or fit["stopped_by"] == "max_seconds":
                 test = trainer.evaluate(fit["best_params"], fit["best_model_state"], loader("test"),
-                                        keep_predictions=True)
+                                        keep_predictions=True, progress="test" if progress else None)
                 tracker.log(fit["steps"], {"test/loss": test["loss"], "test/accuracy": test["accuracy"]})
         except LraError:
             raise
@@ -268,6 +294,12 @@ def train_and_record(cfg: DictConfig, run_dir: Path, *, tracker: Tracker | None 
     if fit["resumed_at"]:
         record["resumed_at"] = fit["resumed_at"]
     write_record(run_dir, record)
+    def accuracy(result):  # absent when the run was not tested or never evaluated
+        return "n/a" if not result or result.get("accuracy") is None else f"{result['accuracy']:.4f}"
+
+    log.info("%s: %s/%s seed %d test accuracy %s (best val %s at step %s) -> %s", record["status"],
+             spec.name, cfg.model.name, seed, accuracy(test), accuracy(fit["best_val"]),
+             fit["best_val"]["step"], run_dir / "record.json")
     return record
 
 

@@ -1,16 +1,36 @@
-"""Where metrics go: a tracker interface with a JSON-lines backend and a no-op one.
+"""Where metrics go: a tracker interface and its backends.
 
-A tracker receives one flat dict of numbers per step; other backends (TensorBoard,
-W&B) only need `log` and `close`.
+The run's human-readable log (`train.log`, Python logging) lives here too: it
+is where the same numbers go for people.
+
+A tracker receives one flat dict of numbers per step (`log`) and is closed once
+(`close`). Backends, chosen with `logger=` (one name or a list, e.g.
+`logger=[jsonl,tensorboard]`):
+
+- `jsonl`: metrics.jsonl in the run folder, one JSON object per line (always
+  available; `lra leaderboard` and the record's readers need nothing else).
+- `tensorboard`: event files in <run>/tensorboard, written by tensorboardX, so
+  neither TensorFlow nor TensorBoard is needed to write them (`pip install -e
+  '.[tensorboard]'`; view with `tensorboard --logdir runs`).
+- `wandb`: a Weights & Biases run (`pip install -e '.[wandb]'`), imported only
+  when chosen; `WANDB_MODE=offline` keeps it on disk (<run>/wandb), and
+  WANDB_PROJECT / WANDB_ENTITY pick where it goes (project `lra` by default).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import math
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+from lra.errors import LraError
+
+RUN_LOG = "train.log"
+log = logging.getLogger("lra")
 
 
 class Tracker(Protocol):
@@ -54,3 +74,141 @@ class JsonlTracker:
     def close(self) -> None:
         self.handle.flush()
         self.handle.close()
+
+
+class TensorBoardTracker:
+    """Scalars as TensorBoard event files (tensorboardX: no TensorFlow)."""
+
+    def __init__(self, logdir: Path):
+        from tensorboardX import SummaryWriter
+
+        self.writer = SummaryWriter(logdir=str(logdir))
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, float(value), global_step=int(step))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandbTracker:
+    """A Weights & Biases run holding the resolved config and every metric."""
+
+    def __init__(self, run_dir: Path, config: dict[str, Any]):
+        import wandb
+
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "lra"),
+            name="/".join(run_dir.parts[-3:]),  # task/model/<time>-s<seed>
+            dir=str(run_dir),
+            config=config,
+        )
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        self.run.log({key: float(value) for key, value in metrics.items()}, step=int(step))
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class MultiTracker:
+    """Several backends at once; closing closes every one, even if one fails."""
+
+    def __init__(self, trackers: list[Tracker]):
+        self.trackers = trackers
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        for tracker in self.trackers:
+            tracker.log(step, metrics)
+
+    def close(self) -> None:
+        errors = []
+        for tracker in self.trackers:
+            try:
+                tracker.close()
+            except Exception as err:  # noqa: BLE001 - the others must still close
+                errors.append(err)
+        if errors:
+            raise errors[0]
+
+
+# name -> (module it needs, the extra that installs it)
+LOGGERS = {"jsonl": (None, None), "tensorboard": ("tensorboardX", "tensorboard"), "wandb": ("wandb", "wandb")}
+
+
+def logger_names(value: Any) -> list[str]:
+    """The backends named by the `logger` key (a name or a list of names), checked:
+    unknown names and backends whose package is missing are one-line errors."""
+    if isinstance(value, str):
+        names = [value]
+    elif value is not None and not isinstance(value, (bytes, dict)) and hasattr(value, "__iter__"):
+        names = [str(name) for name in value]
+    else:
+        names = []
+    if not names:
+        raise LraError(f"logger={value} names no backend; choose from: {', '.join(LOGGERS)} "
+                       "(several: logger=[jsonl,tensorboard])")
+    for name in names:
+        if name not in LOGGERS:
+            raise LraError(f"unknown logger '{name}'; choose from: {', '.join(LOGGERS)} "
+                           "(several: logger=[jsonl,tensorboard])")
+        module, extra = LOGGERS[name]
+        if module is not None and importlib.util.find_spec(module) is None:
+            raise LraError(f"logger={name} needs the {module} package: pip install -e '.[{extra}]'")
+    return list(dict.fromkeys(names))
+
+
+def make_tracker(value: Any, run_dir: Path, config: dict[str, Any]) -> Tracker:
+    """The tracker(s) a run logs to, from the `logger` key of its config."""
+    trackers: list[Tracker] = []
+    try:
+        for name in logger_names(value):
+            if name == "jsonl":
+                trackers.append(JsonlTracker(run_dir / "metrics.jsonl"))
+            elif name == "tensorboard":
+                trackers.append(TensorBoardTracker(run_dir / "tensorboard"))
+            else:
+                trackers.append(WandbTracker(run_dir, config))
+    except BaseException:
+        MultiTracker(trackers).close()
+        raise
+    return trackers[0] if len(trackers) == 1 else MultiTracker(trackers)
+
+
+class _ConsoleHandler(logging.Handler):
+    """Log lines on the terminal, printed above a tqdm bar instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        try:
+            tqdm.write(self.format(record))
+        except Exception:  # noqa: BLE001 - logging must never stop a run
+            self.handleError(record)
+
+
+_run_handlers: list[logging.Handler] = []
+
+
+def open_run_log(run_dir: Path) -> None:
+    """From now until `close_run_log`, what the `lra` loggers say goes to
+    <run>/train.log (with times) and to the terminal (without). Called once the run
+    folder is the run's own, so a run refused earlier leaves no file."""
+    close_run_log()
+    file = logging.FileHandler(run_dir / RUN_LOG, encoding="utf-8")
+    file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    console = _ConsoleHandler()
+    console.setFormatter(logging.Formatter("%(message)s"))
+    log.setLevel(logging.INFO)
+    for handler in (file, console):
+        log.addHandler(handler)
+        _run_handlers.append(handler)
+
+
+def close_run_log() -> None:
+    """Detach and close the handlers of `open_run_log` (a no-op without a run)."""
+    while _run_handlers:
+        handler = _run_handlers.pop()
+        log.removeHandler(handler)
+        handler.close()

@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 
 from lra.errors import LraError
 from lra.loader import BatchLoader
-from lra.tracking import NoOpTracker, Tracker
+from lra.memory import compile_with_estimate
+from lra.tracking import NoOpTracker, Tracker, log
 
 if TYPE_CHECKING:  # orbax is imported by runs that checkpoint, not by every user of the steps
     from lra.checkpoint import Checkpoints, StopSignals
@@ -349,9 +350,28 @@ class Trainer:
         self.best = meta["best_val"]
         self.best_state = (tree["best"]["params"], tree["best"]["model_state"]) if self.best["step"] else None
         self.last_finite_loss = meta["last_finite_loss"]
-        self.totals = meta["totals"]
+        # This slot's ahead-of-time compilation (compile_train_step) counts on top.
+        self.totals = {**meta["totals"], "compile_seconds": meta["totals"]["compile_seconds"]
+                       + self.totals["compile_seconds"]}
         self.resumed_at = [*meta["resumed_at"], restored.step]
         return meta
+
+    def compile_train_step(self, input_shape: tuple[int, ...]) -> int | None:
+        """Compile the train step for batches of `input_shape` examples before the
+        first batch, and return its peak memory in bytes (lra/memory.py). The loop
+        then calls this compiled step: knowing the memory costs no second compile."""
+        def batch_of(shape, dtype):
+            return jax.ShapeDtypeStruct(shape, dtype, sharding=self.batch_sharding)
+
+        size = int(self.cfg.batch_size)
+        batch = {"inputs": batch_of((size, *input_shape), jnp.int32),
+                 "labels": batch_of((size,), jnp.int32), "weights": batch_of((size,), jnp.float32)}
+        tick = time.perf_counter()
+        self._train_step, estimate = compile_with_estimate(  # called as _train_step was
+            train_step_jit, self.graphdef, self.cfg.step_options(), self.state, self.step, batch,
+            self.dropout_key)
+        self.totals["compile_seconds"] += time.perf_counter() - tick
+        return estimate
 
     # Loops -------------------------------------------------------------------
 
@@ -362,12 +382,18 @@ class Trainer:
         }
 
     def evaluate(self, params, model_state, loader: BatchLoader, max_batches: int | None = None,
-                 keep_predictions: bool = False) -> dict[str, Any]:
+                 keep_predictions: bool = False, progress: str | None = None) -> dict[str, Any]:
+        """Metrics over `loader` (its first `max_batches`); `progress` names a tqdm bar
+        of the batches (e.g. "val", "test"), None shows none."""
         totals = {"loss_sum": 0.0, "correct_sum": 0.0, "count": 0.0}
         predictions, labels = [], []
+        batches = loader.batches_per_epoch if max_batches is None else min(max_batches, loader.batches_per_epoch)
+        bar = tqdm(total=batches, desc=progress, unit="batch", disable=progress is None,
+                   dynamic_ncols=True, leave=False)
         for index, batch in enumerate(loader):
             if max_batches is not None and index >= max_batches:
                 break
+            bar.update(1)
             sums, preds = self._eval_step(params, model_state, self.shard(batch))
             for key in totals:
                 totals[key] += float(sums[key])
@@ -375,6 +401,7 @@ class Trainer:
                 real = batch["weights"] > 0
                 predictions.append(np.asarray(preds)[real])
                 labels.append(batch["labels"][real])
+        bar.close()
         count = max(totals["count"], 1.0)
         result = {
             "loss": totals["loss_sum"] / count,
@@ -439,11 +466,15 @@ class Trainer:
                     break
             if at_eval:
                 self.totals["train_seconds"] += time.perf_counter() - tick
-                result = self.evaluate(self.state.params, self.state.model_state, val, cfg.eval_batches)
+                result = self.evaluate(self.state.params, self.state.model_state, val, cfg.eval_batches,
+                                       progress="val" if progress else None)
                 self.tracker.log(step + 1, {"val/loss": result["loss"], "val/accuracy": result["accuracy"]})
                 if self.best["accuracy"] is None or result["accuracy"] > self.best["accuracy"]:
                     self.best = {"accuracy": result["accuracy"], "loss": result["loss"], "step": step + 1}
                     self.best_state = jax.tree.map(jnp.copy, (self.state.params, self.state.model_state))
+                log.info("step %d/%d: train loss %.4f, val loss %.4f accuracy %.4f (best %.4f at step %d)",
+                         step + 1, max_steps, recent["loss"], result["loss"], result["accuracy"],
+                         self.best["accuracy"], self.best["step"])
                 bar.set_postfix(loss=f"{recent['loss']:.3f}", val_acc=f"{result['accuracy']:.3f}")
                 tick = time.perf_counter()
                 if time.perf_counter() - started > budget and step + 1 < max_steps:
