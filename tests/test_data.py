@@ -54,6 +54,26 @@ def test_a_failing_build_leaves_no_cache(tmp_path, monkeypatch):
     assert not any(p.is_dir() for p in (tmp_path / "toy_first_token").glob("*"))
 
 
+def test_a_write_that_fails_midway_leaves_nothing_behind(tmp_path, monkeypatch):
+    """Some arrays are on disk when the write fails: neither a cache nor its temporary
+    folder may be left (a cache is complete or absent)."""
+    cfg = toy_cfg(tmp_path)
+    real_save, saved = np.save, []
+
+    def save_then_fail(path, array, *args, **kwargs):
+        if len(saved) == 3:
+            raise OSError(28, "No space left on device")
+        saved.append(path)
+        return real_save(path, array, *args, **kwargs)
+
+    monkeypatch.setattr(np, "save", save_then_fail)
+    with pytest.raises((OSError, LraError)):
+        lra_data.prepare(cfg.task, tmp_path)
+    assert len(saved) == 3  # the failure came after files existed
+    assert not [p for p in (tmp_path / "toy_first_token").rglob("*") if p.suffix in (".npy", ".json")]
+    assert not [p for p in (tmp_path / "toy_first_token").iterdir() if p.is_dir()]
+
+
 def test_cache_key_follows_the_data_config_but_not_the_worker_count(tmp_path):
     a = compose_config("task=listops", "task.data.seed=1")
     b = compose_config("task=listops", "task.data.seed=2")
