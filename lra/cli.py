@@ -228,7 +228,8 @@ def _rerun(args: list[str]) -> int:
             raise LraError(f"the {key} config composed today differs from the one {path} "
                            f"recorded; check out its commit {record.get('git_commit')} to re-run it")
     print(f"re-running {args[0]}: lra train {' '.join(overrides)}")
-    return cmd_train(overrides)
+    # force=true: a new run, not the finished one that a plain rerun of the command would find
+    return cmd_train([*(o for o in overrides if not o.startswith("force=")), "force=true"])
 
 
 def _run_hydra(args: list[str]) -> int:

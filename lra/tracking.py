@@ -88,6 +88,9 @@ class TensorBoardTracker:
         for key, value in metrics.items():
             self.writer.add_scalar(key, float(value), global_step=int(step))
 
+    def flush(self) -> None:
+        self.writer.flush()
+
     def close(self) -> None:
         self.writer.close()
 
@@ -108,6 +111,9 @@ class WandbTracker:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         self.run.log({key: float(value) for key, value in metrics.items()}, step=int(step))
 
+    def flush(self) -> None:
+        pass  # wandb streams its rows itself; a checkpoint has nothing to wait for here
+
     def close(self) -> None:
         self.run.finish()
 
@@ -121,6 +127,10 @@ class MultiTracker:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         for tracker in self.trackers:
             tracker.log(step, metrics)
+
+    def flush(self) -> None:
+        for tracker in self.trackers:
+            tracker.flush()
 
     def close(self) -> None:
         errors = []

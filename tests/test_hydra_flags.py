@@ -95,6 +95,7 @@ def test_the_install_script_registers_lra_alone(tmp_path):
 def test_a_run_is_rerun_exactly_from_its_record(tmp_path, capsys):
     """In-process (one JAX start): a tiny run, then `lra train --rerun` of its folder."""
     from lra.cli import main
+    from lra.records import result_settings
 
     small = ["task=listops", "experiment=quick", "task.data.train_size=64", "task.data.val_size=16",
              "task.data.test_size=16", "task.data.min_length=4", "task.data.max_length=14",
@@ -117,7 +118,9 @@ def test_a_run_is_rerun_exactly_from_its_record(tmp_path, capsys):
     records = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("record.json")]
     assert len(records) == 2
     rerun = next(r for r in records if r["run_dir"] != record["run_dir"])
-    assert rerun["config"] == record["config"] and rerun["overrides"] == small
+    # The same settings, but a new run (force=true: a finished run is otherwise not run again)
+    assert result_settings(rerun["config"]) == result_settings(record["config"])
+    assert rerun["overrides"] == [*small, "force=true"] and rerun["config"]["force"] is True
     assert rerun["test"] == record["test"]  # same seed, same CPU: the same run
     out = capsys.readouterr().out
     assert f"re-running {run_dir}" in out and out.count("step 2/2: train loss") == 2  # progress=false

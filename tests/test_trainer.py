@@ -384,7 +384,7 @@ def test_killed_and_signalled_runs_resume_to_the_uninterrupted_result(uninterrup
 
     stopped = lra_train(args, "TERM@train:9", cache)  # resumes at 6, saves 12; SIGTERM during step 15
     assert stopped.returncode == 1 and "Traceback" not in stopped.stderr + stopped.stdout
-    assert stopped.stdout.strip().startswith("interrupted: toy_first_token/transformer seed 0")
+    assert stopped.stdout.strip().splitlines()[-1].startswith("interrupted: toy_first_token/transformer seed 0")
     record = strict_json(run_dir / "record.json")
     assert record["status"] == "interrupted" and record["stopped_by"] == "SIGTERM" and record["steps"] == 15
 
