@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+
+import jax
 import pytest
 
 from lra.config import compose
@@ -42,6 +45,23 @@ def fast_compile(monkeypatch):
     their compile time; a smoke test needs no fast steps."""
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+
+
+@contextlib.contextmanager
+def jax_settings(**settings):
+    """JAX config values for a block, restored afterwards. Test modules of tiny programs
+    use `jax_disable_most_optimizations` (they compile far faster and run no slower),
+    `jax_default_matmul_precision="highest"` (GPUs default to TF32) and `jax_enable_x64`
+    (float64 references)."""
+    values = getattr(jax.config, "values", {})
+    old = {name: values[name] for name in settings if name in values}
+    for name in old:
+        jax.config.update(name, settings[name])
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            jax.config.update(name, value)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -23,6 +23,7 @@ from flax import nnx
 from lra.models import EncoderConfig, check_model
 from lra.models.attention import MixerShape
 from lra.registry import MODELS
+from conftest import jax_settings
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "model"
 NAMES = MODELS.names()
@@ -76,14 +77,8 @@ REAL = np.array([13, 9])  # real tokens per example; position 0 is real (the CLS
 def _fast_exact():
     """Tiny programs compile far faster without XLA's optimisations; float32 matmuls in
     full precision (GPUs default to TF32) so that the tolerances hold everywhere."""
-    settings = {"jax_disable_most_optimizations": True, "jax_default_matmul_precision": "highest"}
-    values = getattr(jax.config, "values", {})
-    old = {name: values[name] for name in settings if name in values}
-    for name in old:
-        jax.config.update(name, settings[name])
-    yield
-    for name, value in old.items():
-        jax.config.update(name, value)
+    with jax_settings(jax_disable_most_optimizations=True, jax_default_matmul_precision="highest"):
+        yield
 
 
 def mixer(name, *, length=LONG, cls=False, dtype=jnp.float32, dropout=0.1):

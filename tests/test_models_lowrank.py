@@ -29,6 +29,7 @@ from lra.models.performer import (
 from lra.models.reformer import ReformerAttention
 from lra.models.synthesizer import SynthesizerAttention
 from lra.registry import MODELS
+from conftest import jax_settings
 
 
 B, H, D = 2, 2, 8
@@ -39,14 +40,8 @@ LEN = 48  # one length for the attend-level tests, so compiled kernels are reuse
 def _test_settings():
     """Tiny programs compile far faster, and run no slower, without XLA's optimisations;
     float32 matmuls in full precision (GPUs default to TF32) so the float64 references hold."""
-    settings = {"jax_disable_most_optimizations": True, "jax_default_matmul_precision": "highest"}
-    values = getattr(jax.config, "values", {})
-    old = {name: values[name] for name in settings if name in values}
-    for name in old:
-        jax.config.update(name, settings[name])
-    yield
-    for name, value in old.items():
-        jax.config.update(name, value)
+    with jax_settings(jax_disable_most_optimizations=True, jax_default_matmul_precision="highest"):
+        yield
 
 
 def qkv(seed, length, b=B, h=H, d=D, scale=1.0):

@@ -18,6 +18,7 @@ from lra.models.nystromformer import iterative_pinv, segment_means
 from lra.models.retnet import decays, parallel_retention, recurrent_retention
 from lra.registry import MODELS
 from test_model_contract import mixer_jaxprs, quadratic_intermediates
+from conftest import jax_settings
 
 H, D = 2, 4
 
@@ -25,14 +26,8 @@ H, D = 2, 4
 @pytest.fixture(autouse=True, scope="module")
 def _fast_float64():
     """float64 throughout; tiny programs compile faster without XLA's optimisations."""
-    values = getattr(jax.config, "values", {})
-    settings = {"jax_enable_x64": True, "jax_disable_most_optimizations": True}
-    old = {name: values[name] for name in settings if name in values}
-    for name in old:
-        jax.config.update(name, settings[name])
-    yield
-    for name, value in old.items():
-        jax.config.update(name, value)
+    with jax_settings(jax_enable_x64=True, jax_disable_most_optimizations=True):
+        yield
 
 
 def rand(seed, *shape):
