@@ -74,10 +74,11 @@ def cache_dir(task_cfg, data_dir: str | os.PathLike) -> Path:
 
 
 def prepare_command(task_cfg) -> str:
-    """The exact command that prepares this task's data as configured."""
+    """The exact command that prepares this task's data as configured (the sequence
+    length is part of the cache key, so a preset's shorter length is named too)."""
     data = _plain(task_cfg.data) or {}
     args = " ".join(f"task.data.{k}={_cli_value(v)}" for k, v in sorted(data.items()))
-    return f"lra data prepare {task_cfg.name} {args}".strip()
+    return f"lra data prepare {task_cfg.name} task.seq_len={int(task_cfg.seq_len)} {args}".strip()
 
 
 def _cli_value(value) -> str:

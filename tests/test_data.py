@@ -84,8 +84,12 @@ def test_cache_key_follows_the_data_config_but_not_the_worker_count(tmp_path):
 
 def test_missing_cache_error_gives_the_prepare_command(tmp_path):
     cfg = compose_config("task=text", "task.data.source=jsonl", "task.data.path=/x/imdb")
-    with pytest.raises(LraError, match="lra data prepare text .*task.data.source=jsonl"):
+    with pytest.raises(LraError, match="lra data prepare text task.seq_len=1000 .*task.data.source=jsonl"):
         lra_data.load(cfg.task, tmp_path)
+    # A preset's shorter sequences are another cache: the command names their length.
+    quick = compose_config("task=text", "experiment=quick", "task.data.source=jsonl", "task.data.path=/x")
+    assert f"task.seq_len={quick.task.seq_len} " in lra_data.prepare_command(quick.task)
+    assert quick.task.seq_len != cfg.task.seq_len
 
 
 def lra(*args, cwd):
