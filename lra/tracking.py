@@ -211,6 +211,7 @@ def open_run_log(run_dir: Path) -> None:
     console = _ConsoleHandler()
     console.setFormatter(logging.Formatter("%(message)s"))
     log.setLevel(logging.INFO)
+    log.propagate = False  # a library's root handler (logging.basicConfig) would print each line twice
     for handler in (file, console):
         log.addHandler(handler)
         _run_handlers.append(handler)
@@ -222,3 +223,4 @@ def close_run_log() -> None:
         handler = _run_handlers.pop()
         log.removeHandler(handler)
         handler.close()
+    log.propagate = True
